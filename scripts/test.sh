@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install everything the tests need (Python extras, Debian's chromium for the browser tests) and run them.
+# Used by the README's second command and by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+    || echo "warning: could not install chromium; browser tests will be skipped" >&2
+fi
+
+python3 -m pip install -q -e '.[test,tune]'
+
+set +e
+python3 -m pytest "$@"
+rc=$?
+set -e
+# pytest exit code 5 means "no tests collected" (e.g. a -k filter that matches nothing): not a failure here.
+if [ "$rc" -eq 5 ]; then exit 0; fi
+exit "$rc"

@@ -1,0 +1,122 @@
+"""GenerationHandle: the consumer side of one generation, fed by an engine thread.
+
+The engine's thread calls ``push``/``finish``; the consumer iterates synchronously (CLI) or asynchronously
+(server) and may ``cancel``. Async waiting uses ``loop.call_soon_threadsafe`` so the event loop never blocks on the
+engine thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kaiyuan.engine._protocol import TokenEvent
+
+__all__ = ["GenerationHandle"]
+
+
+class GenerationHandle:
+    """Stream of ``TokenEvent`` for one request. ``finish_reason`` is set when the stream ends:
+    ``stop`` (end of generation token), ``length`` (max_tokens or context full) or ``cancelled``."""
+
+    def __init__(self, prompt_tokens: int, on_cancel: Callable[[GenerationHandle], None] | None = None) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.cached_tokens = 0  # prompt tokens reused from the prefix cache; set by the engine
+        self.generated_tokens = 0
+        self.finish_reason: str | None = None
+        self.error: BaseException | None = None
+        self._events: deque[TokenEvent] = deque()
+        self._cond = threading.Condition()
+        self._done = False
+        self._cancelled = False
+        self._on_cancel = on_cancel
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+
+    # -- producer side (engine thread) -------------------------------------------------------------
+    def push(self, event: TokenEvent) -> None:
+        with self._cond:
+            if self._done:
+                return
+            self._events.append(event)
+            self.generated_tokens += 1
+            self._cond.notify_all()
+            self._wake()
+
+    def finish(self, reason: str, error: BaseException | None = None) -> None:
+        with self._cond:
+            if self._done:
+                return
+            self._done = True
+            self.finish_reason = "cancelled" if self._cancelled else reason
+            self.error = error
+            self._cond.notify_all()
+            self._wake()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def _wake(self) -> None:
+        if self._loop is not None and self._wakeup is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._wakeup.set)
+            except RuntimeError:  # loop closed: the consumer is gone
+                pass
+
+    # -- consumer side -----------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop generating; the engine frees the slot within one step. Safe to call more than once."""
+        with self._cond:
+            if self._done or self._cancelled:
+                return
+            self._cancelled = True
+        if self._on_cancel is not None:
+            self._on_cancel(self)
+
+    def _take(self) -> list[TokenEvent]:
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    def __iter__(self) -> Iterator[TokenEvent]:
+        while True:
+            with self._cond:
+                while not self._events and not self._done:
+                    self._cond.wait()
+                events = self._take()
+                done = self._done
+            yield from events
+            if done and not events:
+                break
+        if self.error is not None:
+            raise self.error
+
+    async def __aiter__(self) -> AsyncIterator[TokenEvent]:
+        with self._cond:
+            self._loop = asyncio.get_running_loop()
+            self._wakeup = asyncio.Event()
+        assert self._wakeup is not None
+        while True:
+            with self._cond:
+                events = self._take()
+                done = self._done
+                if not events and not done:
+                    self._wakeup.clear()
+            if events:
+                for event in events:
+                    yield event
+                continue
+            if done:
+                break
+            await self._wakeup.wait()
+        if self.error is not None:
+            raise self.error

@@ -1,0 +1,28 @@
+"""Shared fixtures: every test gets its own KAIYUAN_HOME and an environment without KAIYUAN_* variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Tests use one llama.cpp thread: with 2 shared cores, 2 threads stall badly when anything else runs.
+os.environ.setdefault("KAIYUAN_TEST_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def kaiyuan_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh, empty KAIYUAN_HOME per test, and no leftover KAIYUAN_* settings from the caller's shell."""
+    for name in list(os.environ):
+        if name.startswith("KAIYUAN_") and name != "KAIYUAN_TEST_THREADS":
+            monkeypatch.delenv(name, raising=False)
+    for name in ("HF_TOKEN", "HF_ENDPOINT", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OLLAMA_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "kaiyuan-home"
+    home.mkdir()
+    monkeypatch.setenv("KAIYUAN_HOME", str(home))
+    monkeypatch.setenv("KAIYUAN_THREADS", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    yield home
