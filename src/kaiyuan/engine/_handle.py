@@ -8,6 +8,7 @@ engine thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -23,7 +24,9 @@ class GenerationHandle:
     """Stream of ``TokenEvent`` for one request. ``finish_reason`` is set when the stream ends:
     ``stop`` (end of generation token), ``length`` (max_tokens or context full) or ``cancelled``."""
 
-    def __init__(self, prompt_tokens: int, on_cancel: Callable[[GenerationHandle], None] | None = None) -> None:
+    def __init__(
+        self, prompt_tokens: int, on_cancel: Callable[[GenerationHandle], None] | None = None
+    ) -> None:
         self.prompt_tokens = prompt_tokens
         self.cached_tokens = 0  # prompt tokens reused from the prefix cache; set by the engine
         self.generated_tokens = 0
@@ -67,10 +70,8 @@ class GenerationHandle:
 
     def _wake(self) -> None:
         if self._loop is not None and self._wakeup is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # loop closed: the consumer is gone
                 self._loop.call_soon_threadsafe(self._wakeup.set)
-            except RuntimeError:  # loop closed: the consumer is gone
-                pass
 
     # -- consumer side -----------------------------------------------------------------------------
     def cancel(self) -> None:

@@ -32,7 +32,9 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     max_tokens: int | None = None  # resolved limit on generated tokens; None: until the context is full
     grammar: str | None = None  # GBNF constraining the output (llama.cpp grammar syntax), root rule "root"
-    grammar_after: str | None = None  # grammar applies only once this text has been generated (e.g. "</think>")
+    grammar_after: str | None = (
+        None  # grammar applies only once this text has been generated (e.g. "</think>")
+    )
     think_budget: ThinkBudget | None = None
     adapter: str | None = None  # path of a GGUF LoRA adapter to apply for this request
     embed: bool = False  # reserved: embeddings go through Engine.embed
@@ -85,4 +87,3 @@ class Engine(Protocol):
     def stats(self) -> EngineStats: ...
 
     def close(self) -> None: ...
-
