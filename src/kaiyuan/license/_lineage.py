@@ -1,0 +1,197 @@
+"""Lineage: which models a model was derived from, and under which licenses, resolved offline.
+
+Owns walking a model's declared parents (manifest ``lineage.base_models``, GGUF ``general.base_model.N.*``, card
+``base_model``) up through the store (through an optional resolver callback the caller passes) and the catalog's
+table of well-known base models. A parent found nowhere is ``unknown`` and stays unknown. Nothing here reads
+files or the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kaiyuan.license._catalog import BaseModelEntry, Catalog, normalise_repo
+from kaiyuan.license._record import LicenseRecord, identify, record_from_value
+
+__all__ = ["LineageNode", "Resolver", "resolve_lineage", "table_entry_for_model"]
+
+# A resolver maps a parent reference ({name, organization, repo_url, version}) to a store manifest, or None.
+Resolver = Callable[[dict[str, Any]], dict[str, Any] | None]
+
+_MAX_DEPTH = 8
+
+
+@dataclass
+class LineageNode:
+    """One ancestor of a model."""
+
+    name: str  # repository id when known, else the declared name
+    relation: str  # how the child was made from it: finetune | adapter | merge | quantized | distilled
+    license: LicenseRecord
+    depth: int  # 1 = direct parent
+    child: str  # name of the model derived from this one
+    source: str  # manifest | store | table | none: where the parent's license came from
+    repo: str | None = None
+    territory_excluded: tuple[str, ...] = ()  # extra exclusions recorded for this model in the table
+    open_components: tuple[str, ...] = ()
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "repo": self.repo,
+            "relation": self.relation,
+            "license": self.license.id,
+            "license_name": self.license.name,
+            "source": self.source,
+            "depth": self.depth,
+            "child": self.child,
+            "territory_excluded": list(self.territory_excluded),
+            "notes": list(self.notes),
+        }
+
+
+def _ref_repo(ref: dict[str, Any]) -> str | None:
+    for key in ("repo_url", "repo", "url", "id"):
+        value = ref.get(key)
+        if isinstance(value, str):
+            norm = normalise_repo(value)
+            if norm:
+                return norm
+    name = ref.get("name")
+    if isinstance(name, str) and "/" in name:
+        return normalise_repo(name)
+    return None
+
+
+def table_entry_for_ref(ref: dict[str, Any], catalog: Catalog) -> BaseModelEntry | None:
+    """The well-known table entry a parent reference points at: by repo id/URL, else by unambiguous name."""
+    repo = _ref_repo(ref)
+    if repo:
+        found = catalog.base_model(repo)
+        if found:
+            return found
+    name = ref.get("name")
+    if isinstance(name, str) and name.strip():
+        org = ref.get("organization") if isinstance(ref.get("organization"), str) else None
+        label = name.split("/")[-1]
+        return catalog.base_model_by_name(label, org)
+    return None
+
+
+def table_entry_for_model(model: dict[str, Any], catalog: Catalog) -> BaseModelEntry | None:
+    """The table entry for the model itself (from ``repo_url`` / ``repo`` / its GGUF name and organization)."""
+    ref = {
+        "repo_url": model.get("repo_url") or model.get("repo"),
+        "name": model.get("basename") or model.get("display_name"),
+        "organization": model.get("organization"),
+    }
+    source = model.get("source")
+    if isinstance(source, dict) and not ref["repo_url"]:
+        ref["repo_url"] = source.get("repo") or source.get("url")
+    return table_entry_for_ref({k: v for k, v in ref.items() if v}, catalog)
+
+
+def _parents_of(model: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]]]:
+    lineage = model.get("lineage") or {}
+    if not isinstance(lineage, dict):
+        return None, []
+    relation = lineage.get("relation") if isinstance(lineage.get("relation"), str) else None
+    bases = [b for b in lineage.get("base_models") or [] if isinstance(b, dict)]
+    return relation, bases
+
+
+def resolve_lineage(
+    model: dict[str, Any],
+    *,
+    catalog: Catalog,
+    resolver: Resolver | None = None,
+) -> list[LineageNode]:
+    """Every ancestor of ``model``, breadth first, each with its identified license.
+
+    Parents come from the model's own ``lineage.base_models``; when it declares none but the model itself is in
+    the well-known table (e.g. a DeepSeek-R1 distill), the table's parents are used.
+    """
+    nodes: list[LineageNode] = []
+    seen: set[str] = set()
+    own_name = str(model.get("name") or "model")
+    relation, bases = _parents_of(model)
+    queue: list[tuple[dict[str, Any], str, str, int]] = []
+    if bases:
+        queue.extend((b, b.get("relation") or relation or "finetune", own_name, 1) for b in bases)
+    else:
+        own = table_entry_for_model(model, catalog)
+        if own is not None:
+            seen.add(own.repo.lower())
+            queue.extend(({"repo_url": p.repo}, p.relation, own_name, 1) for p in own.base_models)
+    while queue:
+        ref, rel, child, depth = queue.pop(0)
+        node, grand = _resolve_one(ref, rel, child, depth, catalog, resolver)
+        key = (node.repo or node.name).lower()
+        if key in seen:
+            continue
+        seen.add(key)
+        nodes.append(node)
+        if depth < _MAX_DEPTH:
+            queue.extend((g, g_rel, node.name, depth + 1) for g, g_rel in grand)
+    return nodes
+
+
+def _resolve_one(
+    ref: dict[str, Any],
+    relation: str,
+    child: str,
+    depth: int,
+    catalog: Catalog,
+    resolver: Resolver | None,
+) -> tuple[LineageNode, list[tuple[dict[str, Any], str]]]:
+    repo = _ref_repo(ref)
+    display = repo or str(ref.get("name") or "unknown")
+    # 1. the manifest carries the parent's license itself (tune/export write it)
+    if ref.get("license"):
+        record = record_from_value(ref["license"], source="manifest", catalog=catalog)
+        grand_rel, grand = _parents_of(ref)
+        node = LineageNode(display, relation, record, depth, child, "manifest", repo)
+        table = table_entry_for_ref(ref, catalog)
+        if table is not None:
+            node.territory_excluded = table.territory_excluded
+            node.open_components = table.open_components
+            if not grand:
+                grand = [{"repo_url": p.repo, "relation": p.relation} for p in table.base_models]
+        return node, [(g, g.get("relation") or grand_rel or "finetune") for g in grand]
+    # 2. the store knows it (a model the user imported or created)
+    if resolver is not None:
+        stored = resolver(ref)
+        if stored:
+            from kaiyuan.license._detect import license_record_of
+
+            record = license_record_of(stored)
+            record.source = "store"
+            grand_rel, grand = _parents_of(stored)
+            name = str(stored.get("name") or display)
+            node = LineageNode(name, relation, record, depth, child, "store", repo)
+            return node, [(g, g.get("relation") or grand_rel or "finetune") for g in grand]
+    # 3. the table of well-known base models
+    table = table_entry_for_ref(ref, catalog)
+    if table is not None:
+        record = identify(table.license, source="table", catalog=catalog)
+        node = LineageNode(
+            table.repo,
+            relation,
+            record,
+            depth,
+            child,
+            "table",
+            table.repo,
+            territory_excluded=table.territory_excluded,
+            open_components=table.open_components,
+            notes=[table.note] if table.note else [],
+        )
+        return node, [({"repo_url": p.repo}, p.relation) for p in table.base_models]
+    # 4. nowhere: unknown, never guessed
+    record = LicenseRecord.unknown(
+        "none", None, f"base model {display} is neither in the store nor in kaiyuan's table"
+    )
+    return LineageNode(display, relation, record, depth, child, "none", repo), []
