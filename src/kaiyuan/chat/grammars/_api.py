@@ -1,0 +1,112 @@
+"""The public entry points: JSON Schema / ``response_format`` -> llama.cpp GBNF text.
+
+Owns: wiring compiler, budget fitting and GBNF writer together; reading OpenAI's ``response_format``.
+Must not know: HTTP, the engine, chat templates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kaiyuan.chat.grammars import _budget, _gbnf
+from kaiyuan.chat.grammars import _ir as ir
+from kaiyuan.chat.grammars._keywords import PARAM
+from kaiyuan.chat.grammars._schema import Compiler, Limits
+from kaiyuan.errors import InvalidRequest
+
+_ANY_OBJECT: dict[str, Any] = {"type": "object"}
+
+
+def _compile(
+    schema: Any, *, rule_prefix: str, budget_tokens: int | None, strict: bool
+) -> tuple[str, _gbnf.RuleSet]:
+    def build(limits: Limits) -> tuple[str, _gbnf.RuleSet]:
+        rules = _gbnf.RuleSet(rule_prefix)
+        root = Compiler(schema, rules, limits, strict=strict).compile_root("root")
+        return root, rules
+
+    if budget_tokens is None:
+        root, rules = build(Limits())
+    else:
+        if isinstance(budget_tokens, bool) or not isinstance(budget_tokens, int) or budget_tokens < 1:
+            raise InvalidRequest(
+                f"the token budget must be a positive integer, got {budget_tokens!r}", param="max_tokens"
+            )
+        fitted = _budget.fit(build, budget_tokens)
+        root, rules = fitted.root, fitted.rules
+    if not ir.satisfiable(ir.Ref(root), rules.rules):
+        raise InvalidRequest("the JSON Schema admits no value (it contradicts itself)", param=PARAM)
+    return root, rules
+
+
+def schema_to_gbnf_rules(
+    schema: dict[str, Any], *, rule_prefix: str = "", budget_tokens: int | None = None
+) -> tuple[str, str]:
+    """GBNF rules for one JSON value matching ``schema``, to embed in a larger grammar.
+
+    Returns ``(root rule name, rules text)``; every rule name starts with ``rule_prefix`` (letters, digits and
+    '-'), so several schemas can live in one grammar. The value has no surrounding whitespace. With
+    ``budget_tokens``, every value the rules allow fits in that many tokens (see ``docs/structured-output.md``).
+    Raises ``UnsupportedFeature`` (naming the keyword and its JSON path) for what cannot be enforced and
+    ``InvalidRequest`` for a malformed schema.
+    """
+    root, rules = _compile(schema, rule_prefix=rule_prefix, budget_tokens=budget_tokens, strict=False)
+    return root, _gbnf.write(rules, root)
+
+
+def json_schema_grammar(
+    schema: dict[str, Any], *, budget_tokens: int | None = None, strict: bool = False
+) -> str:
+    """A complete grammar (root rule ``root``) for a JSON value matching ``schema``.
+
+    ``strict`` (OpenAI's ``strict: true``) treats every object as ``additionalProperties: false``.
+    """
+    root, rules = _compile(schema, rule_prefix="", budget_tokens=budget_tokens, strict=strict)
+    return _gbnf.write(rules, root)
+
+
+def json_object_grammar(*, budget_tokens: int | None = None) -> str:
+    """A complete grammar for any JSON object (``response_format: {"type": "json_object"}``)."""
+    return json_schema_grammar(_ANY_OBJECT, budget_tokens=budget_tokens)
+
+
+def response_format_grammar(
+    response_format: dict[str, Any] | None, *, budget_tokens: int | None
+) -> str | None:
+    """The grammar for an OpenAI ``response_format`` (None for plain text).
+
+    Accepts ``{"type": "text"}``, ``{"type": "json_object"}`` (optionally with llama.cpp's ``"schema"``) and
+    ``{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}``.
+    """
+    if response_format is None:
+        return None
+    if not isinstance(response_format, dict):
+        raise InvalidRequest("response_format must be an object", param=PARAM)
+    kind = response_format.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        schema = response_format.get("schema")
+        if schema is None:
+            return json_object_grammar(budget_tokens=budget_tokens)
+        return json_schema_grammar(schema, budget_tokens=budget_tokens)
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict):
+            raise InvalidRequest(
+                "response_format.json_schema must be an object with 'name' and 'schema'", param=PARAM
+            )
+        strict = spec.get("strict")
+        if strict is not None and not isinstance(strict, bool):
+            raise InvalidRequest("response_format.json_schema.strict must be a boolean", param=PARAM)
+        schema = spec.get("schema")
+        if schema is None:
+            return json_object_grammar(budget_tokens=budget_tokens)
+        if not isinstance(schema, dict | bool):
+            raise InvalidRequest(
+                "response_format.json_schema.schema must be a JSON Schema object", param=PARAM
+            )
+        return json_schema_grammar(schema, budget_tokens=budget_tokens, strict=bool(strict))  # type: ignore[arg-type]
+    raise InvalidRequest(
+        f"response_format.type must be 'text', 'json_object' or 'json_schema', not {kind!r}", param=PARAM
+    )

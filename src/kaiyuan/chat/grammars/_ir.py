@@ -1,0 +1,210 @@
+"""The grammar tree every compiler stage builds, and what can be computed from it (shortest and longest output).
+
+Owns: the node types (literal text, one character from a set, sequence, alternation, bounded repetition, named
+rule reference), smart constructors that keep trees small, and length analysis in output characters.
+Must not know: JSON Schema, regexes, GBNF spelling.
+
+Lengths are counted in characters of the generated text. ``None`` as a maximum means unbounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from kaiyuan.chat.grammars import _charset as cs
+
+
+@dataclass(frozen=True, slots=True)
+class Lit:
+    """Literal output text (already in its final, JSON-encoded form)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Chars:
+    """One output character from a set."""
+
+    ranges: cs.Ranges
+
+
+@dataclass(frozen=True, slots=True)
+class Seq:
+    items: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Alt:
+    """A choice; ``Alt(())`` matches nothing (the empty language)."""
+
+    items: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rep:
+    item: Node
+    min: int
+    max: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A reference to a named rule (used for sharing and for recursion)."""
+
+    name: str
+
+
+Node = Lit | Chars | Seq | Alt | Rep | Ref
+
+EMPTY: Node = Seq(())
+NEVER: Node = Alt(())
+
+
+def is_never(node: Node) -> bool:
+    return isinstance(node, Alt) and not node.items
+
+
+def lit(text: str) -> Node:
+    return Lit(text) if text else EMPTY
+
+
+def chars(ranges: cs.Ranges) -> Node:
+    return Chars(ranges) if ranges else NEVER
+
+
+def seq(*items: Node) -> Node:
+    flat: list[Node] = []
+    for item in items:
+        if is_never(item):
+            return NEVER
+        parts = item.items if isinstance(item, Seq) else (item,)
+        for part in parts:
+            if isinstance(part, Lit) and flat and isinstance(flat[-1], Lit):
+                flat[-1] = Lit(flat[-1].text + part.text)
+            else:
+                flat.append(part)
+    return flat[0] if len(flat) == 1 else Seq(tuple(flat))
+
+
+def alt(*items: Node) -> Node:
+    flat: list[Node] = []
+    for item in items:
+        for part in item.items if isinstance(item, Alt) else (item,):
+            if part not in flat:
+                flat.append(part)
+    return flat[0] if len(flat) == 1 else Alt(tuple(flat))
+
+
+def rep(item: Node, lo: int, hi: int | None) -> Node:
+    if hi is not None and hi < lo:
+        return NEVER
+    if hi == 0 or item == EMPTY:
+        return EMPTY
+    if is_never(item):
+        return EMPTY if lo == 0 else NEVER
+    if lo == 1 and hi == 1:
+        return item
+    return Rep(item, lo, hi)
+
+
+def opt(item: Node) -> Node:
+    return rep(item, 0, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Shortest and longest output of a node, in characters (``hi`` None: unbounded)."""
+
+    lo: int
+    hi: int | None
+
+
+_INF_LO = 1 << 62
+
+
+def _add(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else a + b
+
+
+def measure(node: Node, rules: Mapping[str, Node]) -> Span:
+    """Shortest and longest output of ``node``; rules reached through a cycle count as unbounded."""
+    cache: dict[str, Span] = {}
+    active: set[str] = set()
+
+    def walk(n: Node) -> Span:
+        if isinstance(n, Lit):
+            return Span(len(n.text), len(n.text))
+        if isinstance(n, Chars):
+            return Span(1, 1)
+        if isinstance(n, Seq):
+            lo, hi = 0, 0
+            span_hi: int | None = hi
+            for item in n.items:
+                s = walk(item)
+                lo += s.lo
+                span_hi = _add(span_hi, s.hi)
+            return Span(min(lo, _INF_LO), span_hi)
+        if isinstance(n, Alt):
+            if not n.items:
+                return Span(_INF_LO, 0)
+            spans = [walk(item) for item in n.items]
+            his = [s.hi for s in spans]
+            return Span(
+                min(s.lo for s in spans), None if None in his else max(h for h in his if h is not None)
+            )
+        if isinstance(n, Rep):
+            s = walk(n.item)
+            hi = None if n.max is None or s.hi is None else s.hi * n.max
+            if n.max is None and s.hi == 0:
+                hi = 0
+            return Span(min(s.lo * n.min, _INF_LO), hi)
+        if n.name in cache:
+            return cache[n.name]
+        if n.name in active:
+            # A cycle: unbounded above; the shortest way through does not take the cycle.
+            return Span(_INF_LO, None)
+        active.add(n.name)
+        result = walk(rules[n.name])
+        active.discard(n.name)
+        cache[n.name] = result
+        return result
+
+    return walk(node)
+
+
+def shortest(node: Node, rules: Mapping[str, Node]) -> int:
+    """Length of the shortest output (a large number when the node matches nothing)."""
+    return _shortest_fixpoint(rules)(node)
+
+
+def _shortest_fixpoint(rules: Mapping[str, Node]) -> Callable[[Node], int]:
+    """Shortest lengths of recursive rules by fixpoint iteration (``measure`` is exact only without cycles)."""
+    best: dict[str, int] = dict.fromkeys(rules, _INF_LO)
+
+    def walk(n: Node) -> int:
+        if isinstance(n, Lit):
+            return len(n.text)
+        if isinstance(n, Chars):
+            return 1
+        if isinstance(n, Seq):
+            return min(sum(walk(i) for i in n.items), _INF_LO)
+        if isinstance(n, Alt):
+            return min((walk(i) for i in n.items), default=_INF_LO)
+        if isinstance(n, Rep):
+            return min(walk(n.item) * n.min, _INF_LO) if n.min else 0
+        return best.get(n.name, _INF_LO)
+
+    changed = True
+    while changed:
+        changed = False
+        for name, body in rules.items():
+            value = walk(body)
+            if value < best[name]:
+                best[name] = value
+                changed = True
+    return walk
+
+
+def satisfiable(node: Node, rules: Mapping[str, Node]) -> bool:
+    return shortest(node, rules) < _INF_LO
