@@ -1,0 +1,193 @@
+"""LlamaCppEngine: the ``Engine`` protocol on llama.cpp, through llama-cpp-python's low-level API.
+
+Owns one model, one generation context (``n_parallel`` sequences of ``n_ctx`` tokens each, in one KV cache),
+the scheduler thread that drives it, and a lazily created embedding context. ``submit`` validates a request on
+the caller's thread (context fit, vocabulary, grammar, adapter) so that errors surface there, then queues it.
+Knows nothing of HTTP, chat templates, model names or the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from llama_cpp import llama_cpp as lib
+
+from kaiyuan.engine._admission import check_request, generation_limit
+from kaiyuan.engine._handle import GenerationHandle
+from kaiyuan.engine._protocol import EngineStats, GenerationRequest
+from kaiyuan.engine._text_watch import ThinkTracker
+from kaiyuan.engine.llama_cpp._embedder import Embedder
+from kaiyuan.engine.llama_cpp._model import Model
+from kaiyuan.engine.llama_cpp._sampler import Sampler
+from kaiyuan.engine.llama_cpp._scheduler import Job, Scheduler
+from kaiyuan.errors import ConfigError, EngineError
+
+__all__ = ["FLASH_ATTN", "LlamaCppEngine"]
+
+log = logging.getLogger(__name__)
+
+FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
+
+
+class LlamaCppEngine:
+    """A GGUF model served with continuous batching over ``n_parallel`` sequence slots.
+
+    ``n_ctx`` is the context of one sequence (tokens); the KV cache holds ``n_ctx * n_parallel`` cells.
+    ``n_batch`` caps the tokens decoded per step (prompt chunks included). ``flash_attn`` is ``off`` by default:
+    measured slower for CPU decode here once contexts pass a few hundred tokens. ``kv_unified`` keeps all
+    sequences in one KV pool, which makes cross-slot prefix copies exact and nearly free; see docs/engine.md for
+    the measured trade-off. ``adapters`` are GGUF LoRA files loaded up front (others load on first request).
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        n_ctx: int = 4096,
+        n_parallel: int = 4,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        flash_attn: str = "off",
+        max_queue: int = 64,
+        embedding: bool = False,
+        adapters: Sequence[str] = (),
+        kv_unified: bool = False,
+    ) -> None:
+        if flash_attn not in FLASH_ATTN:
+            raise ConfigError(f"flash_attn must be one of {', '.join(FLASH_ATTN)}, got {flash_attn!r}")
+        if n_ctx < 8 or n_parallel < 1 or n_batch < 1 or max_queue < 0:
+            raise ConfigError("n_ctx must be >= 8, n_parallel >= 1, n_batch >= 1 and max_queue >= 0")
+        self.model_path = os.fspath(model_path)
+        self.n_threads = n_threads or max(1, len(os.sched_getaffinity(0)))
+        self.model = Model(self.model_path)
+        self.n_vocab = self.model.n_vocab
+        self.n_ctx = n_ctx
+        self.n_parallel = n_parallel
+        self.kv_unified = kv_unified
+        self._closed = False
+        self._embedder: Embedder | None = None
+        self._embed_lock = threading.Lock()
+        try:
+            for path in adapters:
+                self.model.adapter(path)
+            self.ctx = self._context(n_ctx, n_parallel, n_batch, flash_attn, kv_unified)
+            n_ctx_seq = int(lib.llama_n_ctx_seq(self.ctx))
+            if n_ctx_seq < n_ctx:  # llama.cpp never gives less, but the limit below must hold
+                self.n_ctx = n_ctx_seq
+            self.scheduler = Scheduler(
+                self.model,
+                self.ctx,
+                n_parallel=n_parallel,
+                n_batch=max(n_batch, n_parallel),
+                max_queue=max_queue,
+                kv_unified=kv_unified,
+            )
+        except BaseException:
+            if getattr(self, "ctx", None):
+                lib.llama_free(self.ctx)
+            self.model.close()
+            raise
+        if embedding:
+            self._get_embedder()
+
+    def _context(self, n_ctx: int, n_parallel: int, n_batch: int, flash_attn: str, kv_unified: bool) -> Any:
+        params = lib.llama_context_default_params()
+        params.n_ctx = n_ctx * n_parallel
+        params.n_batch = max(n_batch, n_parallel)
+        params.n_ubatch = max(n_batch, n_parallel)
+        params.n_seq_max = n_parallel
+        params.n_threads = self.n_threads
+        params.n_threads_batch = self.n_threads
+        params.flash_attn_type = FLASH_ATTN[flash_attn]
+        params.kv_unified = kv_unified
+        params.no_perf = True
+        params.embeddings = False
+        ctx = lib.llama_init_from_model(self.model.ptr, params)
+        if not ctx:
+            raise EngineError(
+                f"llama.cpp could not create a context of {n_parallel} x {n_ctx} tokens for "
+                f"{os.path.basename(self.model_path)}; lower --ctx or --parallel (not enough memory?)"
+            )
+        return ctx
+
+    # -- vocabulary --------------------------------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
+        return self.model.tokenize(text, add_special=add_special, parse_special=parse_special)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self.model.detokenize(tokens)
+
+    def token_text(self, token: int) -> str:
+        return self.model.token_text(token)
+
+    def is_eog(self, token: int) -> bool:
+        return self.model.is_eog(token)
+
+    # -- generation --------------------------------------------------------------------------------
+    def submit(self, request: GenerationRequest) -> GenerationHandle:
+        if self._closed:
+            raise EngineError("the engine is closed; load the model again")
+        check_request(request, self.n_ctx, self.n_vocab)
+        adapter_ptr = self.model.adapter(request.adapter) if request.adapter else None
+        think = ThinkTracker(request.think_budget) if request.think_budget is not None else None
+        forced = self.tokenize(request.think_budget.end_text) if request.think_budget is not None else []
+        sampler = Sampler.build(self.model, request)
+        handle = GenerationHandle(len(request.prompt), on_cancel=self.scheduler.wake)
+        job = Job(
+            request=request,
+            handle=handle,
+            sampler=sampler,
+            limit=generation_limit(request, self.n_ctx),
+            adapter=self.model.adapter_key(request.adapter),
+            adapter_ptr=adapter_ptr,
+            think=think,
+            forced_tokens=forced,
+        )
+        if job.limit == 0:
+            sampler.free()
+            handle.finish("length")
+            return handle
+        try:
+            self.scheduler.enqueue(job)
+        except BaseException:
+            sampler.free()
+            raise
+        return handle
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return self._get_embedder().embed(texts)
+
+    def _get_embedder(self) -> Embedder:
+        with self._embed_lock:
+            if self._closed:
+                raise EngineError("the engine is closed; load the model again")
+            if self._embedder is None:
+                self._embedder = Embedder(self.model, n_ctx=self.n_ctx, n_threads=self.n_threads)
+            return self._embedder
+
+    def stats(self) -> EngineStats:
+        return self.scheduler.stats()
+
+    def close(self) -> None:
+        """Stop the scheduler (running requests end with an ``EngineError``) and free all llama.cpp memory."""
+        with self._embed_lock:
+            if self._closed:
+                return
+            self._closed = True
+            embedder, self._embedder = self._embedder, None
+        self.scheduler.close()
+        if embedder is not None:
+            embedder.close()
+        lib.llama_free(self.ctx)
+        self.ctx = None
+        self.model.close()
+
+    def __enter__(self) -> LlamaCppEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
