@@ -18,6 +18,7 @@ A ``model`` is a store manifest as a dict: ``name``, ``license`` ({id, name, lin
 base_models: [{name, organization, repo_url, version, license?}], datasets}).
 """
 
+from kaiyuan.license._bom import cyclonedx_bom, write_cyclonedx_bom
 from kaiyuan.license._catalog import BaseModelEntry, Catalog, LicenseEntry, Terms, get_catalog
 from kaiyuan.license._detect import detect_from_path, parse_card, read_gguf_metadata
 from kaiyuan.license._effective import EffectiveTerms
@@ -25,6 +26,13 @@ from kaiyuan.license._lineage import LineageNode
 from kaiyuan.license._openness import Openness
 from kaiyuan.license._policy import Policy, PolicyDecision, parse_policy
 from kaiyuan.license._record import LicenseRecord, identify
+from kaiyuan.license._release import (
+    card_front_matter,
+    governing_license,
+    write_license_file,
+    write_model_card,
+    write_notice,
+)
 from kaiyuan.license._report import (
     REPORT_SCHEMA,
     LicenseReport,
@@ -48,15 +56,22 @@ __all__ = [
     "Policy",
     "PolicyDecision",
     "Terms",
+    "card_front_matter",
+    "cyclonedx_bom",
     "derivative",
     "derive_terms",
     "detect_from_path",
     "enforce_policy",
     "evaluate",
     "get_catalog",
+    "governing_license",
     "identify",
     "license_summary",
     "parse_card",
     "parse_policy",
     "read_gguf_metadata",
+    "write_cyclonedx_bom",
+    "write_license_file",
+    "write_model_card",
+    "write_notice",
 ]

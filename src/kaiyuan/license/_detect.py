@@ -8,7 +8,6 @@ can be judged before it is imported. It reads files; it does not decide what the
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -25,43 +24,19 @@ __all__ = [
     "read_gguf_metadata",
 ]
 
-log = logging.getLogger(__name__)
-
 _CARD_NAMES = ("README.md", "readme.md", "MODEL_CARD.md", "model_card.md")
 _MAX_TEXT = 512 * 1024  # bytes read from a LICENSE file or card; license texts are far smaller
 RELATIONS = ("finetune", "adapter", "merge", "quantized", "distilled")
 
 
 def read_gguf_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The key/value metadata of a GGUF file as plain Python values (strings, numbers, lists).
+    """The key/value metadata of a GGUF file, read by ``kaiyuan.gguf``'s bounds-checked reader.
 
-    Uses ``kaiyuan.gguf``'s bounds-checked reader when it is installed, else the ``gguf`` package's reader.
-    Raises InvalidModelFile for a file that is not a readable GGUF.
+    Long arrays (the vocabulary) are left unread. Raises InvalidModelFile for a file that is not a readable GGUF.
     """
-    file = Path(path)
-    try:
-        from kaiyuan.gguf import read_metadata as _read_metadata  # type: ignore[attr-defined]
-    except ImportError:
-        _read_metadata = None
-    if _read_metadata is not None:
-        return dict(_read_metadata(file))
-    try:
-        from gguf import GGUFReader
+    from kaiyuan.gguf import read_gguf
 
-        reader = GGUFReader(file, "r")
-    except Exception as exc:  # the gguf package raises ValueError, struct.error, IndexError ... on bad files
-        raise InvalidModelFile(
-            f"{file}: not a readable GGUF file ({exc}). Check the file or download it again."
-        ) from exc
-    result: dict[str, Any] = {}
-    for key, fld in reader.fields.items():
-        if key.startswith("tokenizer.ggml.") and key != "tokenizer.ggml.model":
-            continue  # large vocab arrays; never needed for license questions
-        try:
-            result[key] = fld.contents()
-        except Exception:  # pragma: no cover - a field the reader cannot decode is skipped, not fatal
-            log.debug("skipping undecodable GGUF field %s", key)
-    return result
+    return dict(read_gguf(Path(path)).metadata)
 
 
 def _str(value: Any) -> str | None:
