@@ -1,0 +1,115 @@
+"""Examples -> rows -> micro-batches, deterministically, so that a resumed run sees the very same batches.
+
+Owns packing (several examples share one ``seq_len`` row; each keeps its own positions and attends only to itself
+through ``doc_ids``) and the seeded order of micro-batches across epochs: micro-batch ``k`` of a run is a pure
+function of (data, seed, k). Lists of ints only; the training loop turns a batch into tensors.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kaiyuan.tune._render import IGNORE_INDEX, TokenizedExample
+
+__all__ = ["Batch", "Row", "Schedule", "pad_batch", "rows_from_examples"]
+
+
+@dataclass
+class Row:
+    """One training sequence: one example, or several packed ones."""
+
+    input_ids: list[int]
+    labels: list[int]
+    position_ids: list[int]  # restart at 0 for every packed example (RoPE positions as at inference)
+    doc_ids: list[int]  # which packed example each token belongs to; attention never crosses examples
+
+    @property
+    def trained_tokens(self) -> int:
+        return sum(1 for label in self.labels if label != IGNORE_INDEX)
+
+
+def rows_from_examples(
+    examples: Sequence[TokenizedExample], seq_len: int, *, packing: bool, seed: int = 0
+) -> list[Row]:
+    """One row per example, or (packing) examples laid greedily into rows of at most ``seq_len`` tokens.
+
+    Packing shuffles first (seeded) so that a row mixes examples from the whole file, then fills each row in turn;
+    an example that does not fit the current row starts the next one.
+    """
+    if not packing:
+        return [
+            Row(list(e.input_ids), list(e.labels), list(range(len(e.input_ids))), [0] * len(e.input_ids))
+            for e in examples
+        ]
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    rows: list[Row] = []
+    current = Row([], [], [], [])
+    doc = 0
+    for index in order:
+        e = examples[index]
+        if current.input_ids and len(current.input_ids) + len(e.input_ids) > seq_len:
+            rows.append(current)
+            current, doc = Row([], [], [], []), 0
+        current.input_ids += e.input_ids
+        current.labels += e.labels
+        current.position_ids += range(len(e.input_ids))
+        current.doc_ids += [doc] * len(e.input_ids)
+        doc += 1
+    if current.input_ids:
+        rows.append(current)
+    return rows
+
+
+@dataclass
+class Batch:
+    """Rows right-padded to a common width (lists of lists, one per row)."""
+
+    input_ids: list[list[int]]
+    labels: list[list[int]]
+    position_ids: list[list[int]]
+    doc_ids: list[list[int]]
+    padded: bool  # some row was padded
+
+    @property
+    def tokens(self) -> int:
+        """Real (non-padding) tokens in the batch."""
+        return sum(1 for row in self.doc_ids for d in row if d >= 0)
+
+
+def pad_batch(rows: Sequence[Row], pad_id: int) -> Batch:
+    """Right-pad rows to the longest.
+
+    Padding tokens get label IGNORE_INDEX and doc id -1 (they attend only among themselves, never to real tokens).
+    """
+    width = max(len(r.input_ids) for r in rows)
+    batch = Batch([], [], [], [], padded=any(len(r.input_ids) < width for r in rows))
+    for r in rows:
+        n = width - len(r.input_ids)
+        batch.input_ids.append(r.input_ids + [pad_id] * n)
+        batch.labels.append(r.labels + [IGNORE_INDEX] * n)
+        batch.position_ids.append(r.position_ids + list(range(n)))
+        batch.doc_ids.append(r.doc_ids + [-1] * n)
+    return batch
+
+
+@dataclass
+class Schedule:
+    """The run's sequence of micro-batches: epoch ``e`` visits the rows in a seeded shuffle of its own."""
+
+    n_rows: int
+    batch_size: int  # rows per micro-batch
+    seed: int
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return max(1, -(-self.n_rows // self.batch_size))
+
+    def micro_batch(self, k: int) -> list[int]:
+        """Row indices of micro-batch ``k`` (counted from the start of the run, across epochs)."""
+        epoch, index = divmod(k, self.batches_per_epoch)
+        order = list(range(self.n_rows))
+        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+        return order[index * self.batch_size : (index + 1) * self.batch_size]

@@ -1,0 +1,430 @@
+"""A fine-tuning run from start to finish: check, prepare, train, evaluate, export, register.
+
+Owns the order of a run, which is what makes it safe: everything that can fail cheaply (BASE exists, NEW is free,
+every data line is valid, the license policy allows the derivative) is checked before the model is loaded, and
+the store model is registered only after the adapter has been trained, evaluated and written as GGUF. It also owns
+``--resume``: the run's meta.json holds the resolved config, so resuming needs no flags, and it refuses to go on
+when the base model or the data changed since the run started (their digests are recorded).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from kaiyuan.config import Settings
+from kaiyuan.errors import KaiyuanError, TuneError
+from kaiyuan.tune._batching import Schedule, rows_from_examples
+from kaiyuan.tune._config import TuneConfig
+from kaiyuan.tune._data import Conversation, DataFile, read_data_file
+from kaiyuan.tune._lineage import (
+    BaseRef,
+    check_policy,
+    derivative_record,
+    ensure_name_free,
+    register_adapter,
+    resolve_base,
+)
+from kaiyuan.tune._loop import EvalResult, evaluate, train
+from kaiyuan.tune._render import THINK_CLOSE, THINK_OPEN, PreparedData, prepare_examples
+from kaiyuan.tune._runs import RunDir, find_resumable, new_run_dir
+
+__all__ = ["TuneResult", "resume_tune", "run_tune"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TuneResult:
+    run_id: str
+    run_dir: Path
+    model: str  # the registered store model (name:tag)
+    adapter_gguf: Path  # GGUF LoRA adapter in the run folder
+    steps: int  # optimizer steps completed
+    eval_before: EvalResult | None
+    eval_after: EvalResult | None
+    truncated: int  # training examples cut to seq_len
+    tokens_per_s: float  # mean training throughput of this process (real tokens per second)
+
+
+def _eval_json(result: EvalResult | None) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    return {"loss": result.loss, "perplexity": result.perplexity, "tokens": result.tokens}
+
+
+def _eval_from_json(data: Any) -> EvalResult | None:
+    if not isinstance(data, dict) or "loss" not in data:
+        return None
+    return EvalResult(float(data["loss"]), float(data["perplexity"]), int(data.get("tokens", 0)))
+
+
+def _split(data: DataFile, config: TuneConfig) -> tuple[list[Conversation], list[Conversation]]:
+    """(train, eval) conversations: the eval file if given, else a seeded ``eval_split`` of the data."""
+    conversations = list(data.conversations)
+    if config.eval_data:
+        eval_file = read_data_file(Path(config.eval_data), expected_format=config.data_format)
+        return conversations, eval_file.conversations[: config.eval_max_examples]
+    if config.eval_split <= 0 or len(conversations) < 2:
+        return conversations, []
+    order = list(range(len(conversations)))
+    random.Random(config.seed).shuffle(order)
+    n_eval = min(config.eval_max_examples, max(1, round(len(conversations) * config.eval_split)))
+    held = set(order[:n_eval])
+    return [c for i, c in enumerate(conversations) if i not in held], [conversations[i] for i in sorted(held)]
+
+
+def _data_facts(config: TuneConfig) -> tuple[DataFile, list[dict[str, str]]]:
+    train_file = read_data_file(Path(config.data), expected_format=config.data_format)
+    datasets = [{"path": str(Path(config.data).resolve()), "digest": train_file.digest}]
+    if config.eval_data:
+        eval_file = read_data_file(Path(config.eval_data), expected_format=config.data_format)
+        datasets.append({"path": str(Path(config.eval_data).resolve()), "digest": eval_file.digest})
+    return train_file, datasets
+
+
+def run_tune(config: TuneConfig, *, settings: Settings, console: Console | None = None) -> TuneResult:
+    """Start a new run: validate everything cheap first, then train, export and register NEW."""
+    console = console or Console(stderr=True)
+    base = resolve_base(settings, config.base)
+    ensure_name_free(settings, config.name)
+    train_file, datasets = _data_facts(config)  # every line validated before anything heavy happens
+    derivative = derivative_record(base, config.name, datasets)
+    terms = check_policy(settings, derivative)  # LicenseDenied stops the run here, before training
+    run = new_run_dir(settings.runs_dir, config.name)
+    meta: dict[str, Any] = {
+        "run_id": run.run_id,
+        "status": "preparing",
+        "created": time.time(),
+        "pid": os.getpid(),
+        "config": config.to_dict(),
+        "base": {"name": base.name, "digest": base.digest, "path": str(base.path)},
+        "data": {"format": train_file.format, "examples": len(train_file.conversations), "files": datasets},
+        "lineage": derivative["lineage"],
+        "license": derivative["license"],
+        "license_terms": terms,
+        "progress": {"step": 0, "total_steps": 0},
+        "eval": {},
+    }
+    run.write_meta(meta)
+    console.print(f"run [bold]{run.run_id}[/] in {run.path}", highlight=False)
+    return _execute(run, config, base, train_file, settings, console, resume=False)
+
+
+def resume_tune(which: str | None, *, settings: Settings, console: Console | None = None) -> TuneResult:
+    """Resume run ``which`` (run id or adapter name; None: the newest interrupted run) from its last checkpoint."""
+    console = console or Console(stderr=True)
+    run = find_resumable(settings.runs_dir, which)
+    meta = run.read_meta()
+    config = TuneConfig.from_dict(meta["config"])
+    base = resolve_base(settings, config.base)
+    recorded = meta.get("base", {}).get("digest")
+    if recorded and base.digest and recorded != base.digest:
+        raise TuneError(
+            f"base model {base.name} changed since run {run.run_id} started; start a new run instead"
+        )
+    train_file, datasets = _data_facts(config)
+    recorded_files = {d["path"]: d["digest"] for d in meta.get("data", {}).get("files", [])}
+    for d in datasets:
+        if recorded_files.get(d["path"], d["digest"]) != d["digest"]:
+            raise TuneError(
+                f"data file {d['path']} changed since run {run.run_id} started; start a new run instead"
+            )
+    ensure_name_free(settings, config.name)
+    check_policy(settings, derivative_record(base, config.name, datasets))
+    console.print(f"resuming run [bold]{run.run_id}[/]", highlight=False)
+    return _execute(run, config, base, train_file, settings, console, resume=True)
+
+
+def _prepare(
+    conversations: list[Conversation], loaded: Any, template: Any, config: TuneConfig
+) -> PreparedData:
+    from kaiyuan.tune._model import tokenize_with_offsets
+    from kaiyuan.types import Message, ToolCall
+
+    def to_message(m: dict[str, Any]) -> Message:
+        calls = []
+        for call in m.get("tool_calls") or []:
+            fn = call.get("function", call) if isinstance(call, dict) else {}
+            args = fn.get("arguments", "{}")
+            calls.append(
+                ToolCall(
+                    name=str(fn.get("name", "")),
+                    arguments=args if isinstance(args, str) else _dumps(args),
+                    id=str(call.get("id", "")),
+                )
+            )
+        return Message(
+            role=m["role"],
+            content=m.get("content"),
+            reasoning_content=m.get("reasoning_content"),
+            tool_calls=calls,
+            tool_call_id=m.get("tool_call_id"),
+            name=m.get("name"),
+        )
+
+    def render(messages: list[dict[str, Any]], generation_prompt: bool, thinking: bool) -> str:
+        extra = {"enable_thinking": True} if thinking else {}
+        return str(
+            template.render(
+                [to_message(m) for m in messages], add_generation_prompt=generation_prompt, **extra
+            )
+        )
+
+    dialect = template.dialect
+    think = (
+        (dialect.reasoning_start, dialect.reasoning_end)
+        if dialect.has_reasoning
+        else (THINK_OPEN, THINK_CLOSE)
+    )
+    return prepare_examples(
+        conversations,
+        render,
+        lambda text: tokenize_with_offsets(loaded.tokenizer, text),
+        config.seq_len,
+        think,
+    )
+
+
+def _adapter_metadata(name: str, base: BaseRef) -> dict[str, str | int | float]:
+    """general.* keys of the adapter GGUF: its name, the base it needs, and the base's license."""
+    meta: dict[str, str | int | float] = {
+        "general.name": name,
+        "general.base_model.count": 1,
+        "general.base_model.0.name": base.name,
+    }
+    license_id = (base.record.get("license") or {}).get("id")
+    if isinstance(license_id, str) and license_id:
+        meta["general.license"] = license_id
+    return meta
+
+
+def _dumps(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _execute(
+    run: RunDir,
+    config: TuneConfig,
+    base: BaseRef,
+    train_file: DataFile,
+    settings: Settings,
+    console: Console,
+    *,
+    resume: bool,
+) -> TuneResult:
+    meta = run.read_meta()
+    meta.update(status="running", pid=os.getpid())
+    run.write_meta(meta)
+    try:
+        return _train_and_register(run, meta, config, base, train_file, settings, console, resume=resume)
+    except KeyboardInterrupt:
+        run.update_meta(status="interrupted")
+        console.print(f"interrupted; resume with: kaiyuan tune --resume {run.run_id}", highlight=False)
+        raise
+    except KaiyuanError as exc:
+        run.update_meta(status="failed", error=exc.message)
+        raise
+    except Exception as exc:
+        run.update_meta(status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise TuneError(f"run {run.run_id} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _train_and_register(
+    run: RunDir,
+    meta: dict[str, Any],
+    config: TuneConfig,
+    base: BaseRef,
+    train_file: DataFile,
+    settings: Settings,
+    console: Console,
+    *,
+    resume: bool,
+) -> TuneResult:
+    from kaiyuan.chat import ChatTemplate
+    from kaiyuan.tune._checkpoint import load_checkpoint, save_adapter, save_checkpoint
+    from kaiyuan.tune._model import attach_lora, import_torch, load_base, pick_device
+    from kaiyuan.tune._progress import RunReporter
+
+    torch = import_torch()
+    torch.set_num_threads(config.threads or settings.threads)
+    device, dtype = pick_device(config.device)
+    console.print(f"loading {base.name} on {device} ({str(dtype).removeprefix('torch.')})", highlight=False)
+    loaded = load_base(base.path, device, dtype)
+    template = ChatTemplate(loaded.chat_template, bos_token=loaded.bos_token, eos_token=loaded.eos_token)
+
+    train_convs, eval_convs = _split(train_file, config)
+    prepared = _prepare(train_convs, loaded, template, config)
+    eval_prepared = _prepare(eval_convs, loaded, template, config) if eval_convs else None
+    if not prepared.examples:
+        raise TuneError("no training example has an assistant token left to train on; raise --seq-len")
+    if prepared.truncated or prepared.dropped:
+        console.print(
+            f"[yellow]{prepared.truncated} example(s) longer than --seq-len {config.seq_len} were truncated"
+            + (f", {prepared.dropped} dropped (nothing trainable left)" if prepared.dropped else "")
+            + "[/]",
+            highlight=False,
+        )
+    rows = rows_from_examples(prepared.examples, config.seq_len, packing=config.packing, seed=config.seed)
+    eval_rows = (
+        rows_from_examples(eval_prepared.examples, config.seq_len, packing=config.packing, seed=config.seed)
+        if eval_prepared
+        else []
+    )
+    schedule = Schedule(n_rows=len(rows), batch_size=config.batch, seed=config.seed)
+    total_steps = config.max_steps or max(
+        1, math.ceil(schedule.batches_per_epoch * config.epochs / config.grad_accum)
+    )
+    console.print(
+        f"{len(prepared.examples)} training examples ({prepared.trained_tokens:,} trained of {prepared.tokens:,} "
+        f"tokens) in {len(rows)} rows, {len(eval_rows)} eval rows, {total_steps} steps",
+        highlight=False,
+    )
+
+    model = attach_lora(
+        loaded.model,
+        rank=config.rank,
+        alpha=config.alpha,
+        dropout=config.dropout,
+        target_modules=config.target_modules,
+        seed=config.seed,
+    )
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    start_step = 0
+    if resume and run.checkpoints():
+        last = run.checkpoints()[-1]
+        load_checkpoint(last, model, optimizer)
+        start_step = int(last.name.split("-")[1])
+        console.print(f"resumed from {last.name}", highlight=False)
+
+    def autocast() -> Any:
+        if device.type == "cuda":
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+    def run_eval() -> EvalResult | None:
+        if not eval_rows:
+            return None
+        return evaluate(
+            model,
+            eval_rows,
+            batch_size=config.batch,
+            pad_id=loaded.pad_id,
+            device=device,
+            packing=config.packing,
+            autocast=autocast,
+        )
+
+    meta["progress"] = {"step": start_step, "total_steps": total_steps}
+    meta["device"] = str(device)
+    meta["examples"] = {
+        "train": len(prepared.examples),
+        "eval": len(eval_prepared.examples) if eval_prepared else 0,
+        "truncated": prepared.truncated,
+        "dropped": prepared.dropped,
+        "trained_tokens": prepared.trained_tokens,
+    }
+    eval_before = _eval_from_json(meta.get("eval", {}).get("before"))
+    if eval_before is None and start_step == 0:
+        eval_before = run_eval()
+        meta.setdefault("eval", {})["before"] = _eval_json(eval_before)
+        if eval_before:
+            console.print(
+                f"eval before: loss {eval_before.loss:.4f}, perplexity {eval_before.perplexity:.2f}"
+            )
+    run.write_meta(meta)
+
+    def checkpoint(step: int, loss: float) -> None:
+        save_checkpoint(
+            run, step, model, optimizer, {"loss": loss, "total_steps": total_steps}, config.keep_checkpoints
+        )
+        run.update_meta(progress={"step": step, "total_steps": total_steps, "loss": loss})
+
+    t_start = time.perf_counter()
+    with RunReporter(run, console, total_steps=total_steps, start_step=start_step) as reporter:
+
+        def periodic_eval(step: int) -> None:
+            result = run_eval()
+            if result:
+                run.append_log({"event": "eval", "step": step, **(_eval_json(result) or {})})
+                reporter.note(
+                    f"eval at step {step}: loss {result.loss:.4f}, perplexity {result.perplexity:.2f}"
+                )
+
+        last_loss = train(
+            model,
+            optimizer,
+            rows,
+            schedule,
+            config,
+            start_step=start_step,
+            total_steps=total_steps,
+            pad_id=loaded.pad_id,
+            device=device,
+            autocast=autocast,
+            reporter=reporter,
+            checkpoint=checkpoint,
+            periodic_eval=periodic_eval,
+        )
+    elapsed = time.perf_counter() - t_start
+    tokens_per_s = reporter.tokens / elapsed if elapsed > 0 else 0.0
+
+    eval_after = run_eval()
+    if eval_after:
+        console.print(f"eval after: loss {eval_after.loss:.4f}, perplexity {eval_after.perplexity:.2f}")
+    save_checkpoint(
+        run,
+        total_steps,
+        model,
+        optimizer,
+        {"loss": last_loss, "total_steps": total_steps},
+        config.keep_checkpoints,
+    )
+    save_adapter(model, run.adapter_dir)
+
+    from kaiyuan.export import convert_peft_adapter
+
+    convert_peft_adapter(
+        run.adapter_dir,
+        base.path,
+        run.adapter_gguf,
+        metadata=_adapter_metadata(config.name, base),
+        architecture=loaded.architecture,
+        hf_config=loaded.model.config.to_dict() if base.path.is_dir() else None,
+    )
+    derivative = derivative_record(base, config.name, meta["data"]["files"])
+    registered = register_adapter(settings, config.name, base, run.adapter_gguf, derivative)
+    meta = run.read_meta()
+    meta["eval"]["after"] = _eval_json(eval_after)
+    meta.update(
+        status="finished",
+        progress={"step": total_steps, "total_steps": total_steps, "loss": last_loss},
+        registered=registered,
+        adapter={"peft": str(run.adapter_dir), "gguf": str(run.adapter_gguf)},
+        tokens_per_s=tokens_per_s,
+    )
+    run.write_meta(meta)
+    console.print(f"registered [bold]{registered}[/] (adapter {run.adapter_gguf})", highlight=False)
+    return TuneResult(
+        run_id=run.run_id,
+        run_dir=run.path,
+        model=registered,
+        adapter_gguf=run.adapter_gguf,
+        steps=total_steps,
+        eval_before=eval_before,
+        eval_after=eval_after,
+        truncated=prepared.truncated,
+        tokens_per_s=tokens_per_s,
+    )
