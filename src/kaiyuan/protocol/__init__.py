@@ -1,0 +1,9 @@
+"""Wire models of the HTTP APIs (pydantic) and the one translation layer to kaiyuan's native types.
+
+``openai`` holds the OpenAI request/response models, ``convert`` translates them to and from ``kaiyuan.types``.
+Imports only the leaf layer and pydantic: no engine, no chat layer, no HTTP framework.
+"""
+
+from kaiyuan.protocol import convert, openai
+
+__all__ = ["convert", "openai"]

@@ -1,0 +1,177 @@
+"""The server's one table from errors to HTTP responses, for the OpenAI routes (and a helper for other skins).
+
+Owns: status code, OpenAI envelope ``{"error": {"message", "type", "param", "code"}}`` and headers
+(``Retry-After`` for ``Overloaded``, ``WWW-Authenticate`` for 401) for every error a request can meet:
+
+===============================  ======  =====================================================
+error                            status  notes
+===============================  ======  =====================================================
+InvalidRequest (and subclasses)  400     ContextOverflow carries the token counts in its message
+request body fails validation     400     OpenAI answers 400 (not FastAPI's 422); ``param`` names the field
+body is not JSON                 400     ``param`` null
+AuthenticationError              401     ``WWW-Authenticate: Bearer``
+LicenseDenied                    403     the policy's reasons are appended to the message
+ModelNotFound                    404     close names are suggested in the message
+unknown route / method           404/405
+Overloaded                       429/503 ``Retry-After`` (seconds, rounded up)
+MissingExtra                     501
+other KaiyuanError               its ``http_status`` (EngineError, StoreError …: 500)
+anything else                    500     "internal error", logged with its traceback, never sent
+===============================  ======  =====================================================
+
+Statuses come from the ``http_status`` attributes the error tree defines (``errors.py``), so the CLI and the
+server read one source. Must not know routes or models.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kaiyuan.errors import AuthenticationError, KaiyuanError, LicenseDenied, ModelNotFound, Overloaded
+from kaiyuan.protocol import openai as oa
+
+__all__ = ["error_body", "error_response", "install_error_handlers", "validation_param"]
+
+log = logging.getLogger(__name__)
+
+# Parts of a pydantic error location that name a union member rather than a field.
+_UNION_TAGS = frozenset(
+    {
+        "system",
+        "developer",
+        "user",
+        "assistant",
+        "tool",
+        "function",
+        "text",
+        "image_url",
+        "input_audio",
+        "file",
+        "refusal",
+    }
+)
+
+
+def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> bytes:
+    body = oa.ErrorResponse(error=oa.ErrorDetail(message=message, type=type_, param=param, code=code))
+    return body.model_dump_json().encode()
+
+
+def _message(exc: KaiyuanError) -> str:
+    text = exc.message
+    if isinstance(exc, ModelNotFound) and exc.suggestions and "did you mean" not in text:
+        text += f" (did you mean: {', '.join(exc.suggestions)}?)"
+    if isinstance(exc, LicenseDenied) and exc.reasons:
+        text += " Reasons: " + "; ".join(exc.reasons)
+    return text
+
+
+def error_response(exc: KaiyuanError) -> Response:
+    """The HTTP response for an error of kaiyuan's tree."""
+    status = int(exc.http_status)
+    headers: dict[str, str] = {}
+    if isinstance(exc, Overloaded):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    if isinstance(exc, AuthenticationError):
+        headers["WWW-Authenticate"] = "Bearer"
+    if status >= 500 and not isinstance(exc, Overloaded):
+        log.error("request failed: %s", exc.message, exc_info=exc)
+    body = error_body(_message(exc), exc.error_type, exc.param, exc.code)
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+def validation_param(loc: Sequence[Any]) -> str | None:
+    """``("body", "messages", 0, "user", "content")`` → ``"messages[0].content"``."""
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            if parts:
+                parts[-1] += f"[{item}]"
+            continue
+        text = str(item)
+        if not parts and text in ("body", "query", "path", "header"):
+            continue
+        if text in _UNION_TAGS or not text.replace("_", "a").isalnum():
+            continue  # a union member ("user", "list[...]", "function-after[...]"), not a field
+        parts.append(text)
+    return ".".join(parts) or None
+
+
+def _validation_response(exc: RequestValidationError) -> Response:
+    errors = list(exc.errors())
+    if not errors:
+        return Response(
+            error_body("invalid request", "invalid_request_error"),
+            status_code=400,
+            media_type="application/json",
+        )
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        message = f"the request body is not valid JSON: {first.get('ctx', {}).get('error', first.get('msg'))}"
+        return Response(
+            error_body(message, "invalid_request_error", None, "invalid_json"),
+            status_code=400,
+            media_type="application/json",
+        )
+    param = validation_param(first.get("loc", ()))
+    message = str(first.get("msg", "invalid value"))
+    if param:
+        message = f"{param}: {message}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return Response(
+        error_body(message, "invalid_request_error", param, "invalid_value"),
+        status_code=400,
+        media_type="application/json",
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error through the table above."""
+
+    async def on_kaiyuan_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, KaiyuanError)
+        return error_response(exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return _validation_response(exc)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}; see /openapi.json for the API"
+        elif exc.status_code == 405:
+            message = f"method {request.method} is not allowed on {request.url.path}"
+        headers = dict(exc.headers or {})
+        return Response(
+            error_body(message, kind, None, str(exc.status_code)),
+            status_code=exc.status_code,
+            headers=headers,
+            media_type="application/json",
+        )
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        return Response(
+            error_body(
+                "internal error; the server log has the details", "server_error", None, "internal_error"
+            ),
+            status_code=500,
+            media_type="application/json",
+        )
+
+    app.add_exception_handler(KaiyuanError, on_kaiyuan_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

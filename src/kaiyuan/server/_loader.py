@@ -1,0 +1,114 @@
+"""Turning a store model into a ``ChatModel`` the server can use: the production loader for ``ModelManager``.
+
+Owns the steps of a load, in order: resolve the name in the store, check the license policy for serving, start
+the engine (injectable ``engine_factory``; the default is llama.cpp via ``kaiyuan.engine.load_engine`` with the
+server's settings), read the chat template and the BOS/EOS texts, and apply the per-model settings of
+kaiyuan.toml (``[models."name:tag"] max_reasoning_tokens = …``). Must not know HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kaiyuan.chat import ChatModel, ChatTemplate
+from kaiyuan.config import Settings
+from kaiyuan.engine import Engine
+from kaiyuan.errors import ConfigError, InvalidModelFile
+
+__all__ = ["EngineFactory", "default_engine_factory", "license_action_check", "make_loader", "model_settings"]
+
+log = logging.getLogger(__name__)
+
+# (manifest, settings) -> a started engine for that model file
+EngineFactory = Callable[[Any, Settings], Engine]
+
+
+def default_engine_factory(manifest: Any, settings: Settings) -> Engine:
+    """llama.cpp with the server's slots, context, threads, queue bound and flash-attention setting."""
+    from kaiyuan.engine import load_engine
+
+    return load_engine(
+        str(manifest.model_path),
+        adapters=[str(p) for p in getattr(manifest, "adapter_paths", [])],
+        n_ctx=settings.ctx,
+        n_parallel=settings.parallel,
+        n_threads=settings.threads,
+        flash_attn=settings.flash_attn,
+        max_queue=settings.max_queue,
+    )
+
+
+def model_settings(settings: Settings, full_name: str) -> dict[str, Any]:
+    """The ``[models."name:tag"]`` table for a model (falling back to ``[models."name"]``), checked."""
+    name = full_name.split(":", 1)[0]
+    table = settings.models.get(full_name, settings.models.get(name, {}))
+    if not isinstance(table, dict):
+        raise ConfigError(f'kaiyuan.toml: [models."{full_name}"] must be a table')
+    budget = table.get("max_reasoning_tokens")
+    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 0):
+        raise ConfigError(
+            f'kaiyuan.toml: [models."{full_name}"] max_reasoning_tokens must be a whole number >= 0, got {budget!r}'
+        )
+    return table
+
+
+def license_action_check(manifest: Any, settings: Settings) -> None:
+    """Raise ``LicenseDenied`` when the policy in kaiyuan.toml forbids serving this model."""
+    from kaiyuan import license as lic
+
+    enforce = getattr(lic, "enforce_policy", None)
+    if enforce is None:  # the license package predates policies in this checkout
+        return
+    record = _manifest_dict(manifest)
+    enforce(record, settings.policy, "serve")
+
+
+def _manifest_dict(manifest: Any) -> dict[str, Any]:
+    for attr in ("to_dict", "as_dict"):
+        method = getattr(manifest, attr, None)
+        if callable(method):
+            result = method()
+            if isinstance(result, dict):
+                return result
+    return dict(vars(manifest))
+
+
+def _special_tokens(model_path: str) -> tuple[str, str]:
+    from kaiyuan.gguf import read_gguf
+
+    try:
+        info = read_gguf(model_path)
+    except InvalidModelFile:
+        raise
+    return info.bos_token or "", info.eos_token or ""
+
+
+def make_loader(
+    settings: Settings, store: Any, engine_factory: EngineFactory = default_engine_factory
+) -> Callable[[str], ChatModel]:
+    """A ``ModelManager`` loader over ``store``: canonical name → ready ``ChatModel``."""
+
+    def load(name: str) -> ChatModel:
+        manifest = store.resolve(name)
+        license_action_check(manifest, settings)
+        per_model = model_settings(settings, manifest.full_name)
+        bos, eos = _special_tokens(str(manifest.model_path))
+        template = ChatTemplate(store.read_chat_template(manifest), bos_token=bos, eos_token=eos)
+        engine = engine_factory(manifest, settings)
+        try:
+            info = manifest.to_model_info()
+        except Exception:
+            engine.close()
+            raise
+        log.info("loaded %s (dialect %s)", manifest.full_name, template.dialect.name)
+        return ChatModel(
+            manifest.full_name,
+            engine,
+            template,
+            info=info,
+            max_reasoning_tokens=per_model.get("max_reasoning_tokens"),
+        )
+
+    return load

@@ -1,0 +1,76 @@
+"""kaiyuan's own endpoints: ``/health``, ``/metrics`` (Prometheus) and ``/kaiyuan/ps`` (what ``kaiyuan ps`` shows).
+
+Thin routes over the runtime; ``/health`` and ``/metrics`` stay open when an API key is set, ``/kaiyuan/ps``
+needs the key like the API. Must not know llama.cpp.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from kaiyuan import __version__
+from kaiyuan.server._metrics import CONTENT_TYPE
+from kaiyuan.server._runtime import get_runtime
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["kaiyuan"])
+
+
+class Health(BaseModel):
+    status: str = Field(description="'ok' while the server accepts requests")
+    version: str
+    uptime_seconds: float
+    models_loaded: int
+
+
+class LoadedModelInfo(BaseModel):
+    name: str = Field(description="name:tag")
+    model_path: str
+    context_length: int = Field(description="context window of one sequence slot (tokens)")
+    loaded_at: float = Field(description="unix time the model was loaded")
+    last_used: float = Field(description="unix time of the last request")
+    active_requests: int = Field(description="HTTP requests using the model now")
+    running: int = Field(description="sequences decoding now")
+    waiting: int = Field(description="requests queued for a slot")
+    slots: int
+    kv_used_cells: int
+    kv_total_cells: int
+    size: int = Field(description="model file size (bytes)")
+
+
+class ProcessList(BaseModel):
+    models: list[LoadedModelInfo]
+
+
+@router.get("/health", response_model=Health, summary="Liveness (no API key needed)")
+async def health(request: Request) -> Any:
+    runtime = get_runtime(request)
+    return Health(
+        status="ok",
+        version=__version__,
+        uptime_seconds=round(time.time() - runtime.started, 3),
+        models_loaded=len(runtime.models.loaded()),
+    )
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (kaiyuan_*)",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+async def metrics(request: Request) -> Response:
+    runtime = get_runtime(request)
+    return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)
+
+
+@router.get("/kaiyuan/ps", response_model=ProcessList, summary="Models loaded now (kaiyuan ps)")
+async def ps(request: Request) -> JSONResponse:
+    runtime = get_runtime(request)
+    return JSONResponse({"models": runtime.models.describe()})

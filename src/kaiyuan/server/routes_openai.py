@@ -1,0 +1,276 @@
+"""The OpenAI skin: ``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``.
+
+Routes are thin: parse (pydantic) → convert to native → the chat layer (``start_chat`` / ``start_completion``)
+→ convert back → JSON or SSE. Errors go through the one table in ``_errors.py``. Must not know llama.cpp or
+how messages become prompts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from kaiyuan.chat import ChatStream, collect_stream, start_chat, start_completion
+from kaiyuan.errors import ModelNotFound
+from kaiyuan.protocol import convert
+from kaiyuan.protocol import openai as oa
+from kaiyuan.server._http import EventStreamResponse, run_watching_disconnect, sse_events
+from kaiyuan.server._models import ModelLease
+from kaiyuan.server._runtime import Runtime, get_runtime
+
+__all__ = ["router"]
+
+log = logging.getLogger(__name__)
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": oa.ErrorResponse, "description": text}
+    for status, text in (
+        (400, "Invalid request (the error names the param)"),
+        (401, "Missing or wrong API key"),
+        (403, "The license policy forbids this model"),
+        (404, "Unknown model"),
+        (429, "Queue full; retry after Retry-After seconds"),
+        (503, "Overloaded; retry after Retry-After seconds"),
+    )
+}
+
+_STREAM_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {
+            "text/event-stream": {"schema": {"type": "string", "description": "SSE with stream: true"}}
+        }
+    }
+}
+
+router = APIRouter(prefix="/v1", tags=["openai"], responses=_ERRORS)
+
+
+def _json(obj: Any) -> Response:
+    return Response(obj.model_dump_json(exclude_unset=True), media_type="application/json")
+
+
+# -- models --------------------------------------------------------------------------------------------------
+
+
+def _license_of(manifest: Any) -> dict[str, Any] | None:
+    try:
+        from kaiyuan.license import license_summary  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    try:
+        summary = license_summary(manifest.to_dict() if hasattr(manifest, "to_dict") else vars(manifest))
+    except Exception:  # a listing must not fail on one model's odd license data
+        log.exception("license summary of %s failed", getattr(manifest, "full_name", "?"))
+        return None
+    return dict(summary) if summary else None
+
+
+def _model_objects(runtime: Runtime) -> list[oa.ModelObject]:
+    out = []
+    for manifest in runtime.store.list():
+        info = manifest.to_model_info()
+        out.append(
+            convert.model_object(
+                info, loaded=runtime.models.is_loaded(info.name), license=_license_of(manifest)
+            )
+        )
+    return out
+
+
+@router.get("/models", response_model=oa.ModelList, summary="List the models in the store")
+async def list_models(request: Request) -> Response:
+    runtime = get_runtime(request)
+    data = await asyncio.to_thread(_model_objects, runtime)
+    return _json(oa.ModelList(data=data))
+
+
+@router.get("/models/{model_id:path}", response_model=oa.ModelObject, summary="Describe one model")
+async def get_model(model_id: str, request: Request) -> Response:
+    runtime = get_runtime(request)
+
+    def find() -> oa.ModelObject:
+        manifest = runtime.store.resolve(model_id)
+        info = manifest.to_model_info()
+        return convert.model_object(
+            info, loaded=runtime.models.is_loaded(info.name), license=_license_of(manifest)
+        )
+
+    try:
+        return _json(await asyncio.to_thread(find))
+    except ModelNotFound as exc:
+        exc.param = "model_id"
+        raise
+
+
+# -- generation helpers --------------------------------------------------------------------------------------
+
+
+def _stream_response(
+    runtime: Runtime,
+    lease: ModelLease,
+    stream: ChatStream,
+    encode: Callable[[Any], list[Any]],
+    finish: Callable[[], None],
+) -> EventStreamResponse:
+    async def objects() -> AsyncIterator[Any]:
+        async for chunk in stream:
+            for obj in encode(chunk):
+                yield obj
+
+    def on_close() -> None:
+        stream.cancel()
+        finish()
+        lease.release()
+
+    return EventStreamResponse(sse_events(objects()), on_close=on_close)
+
+
+# -- chat ----------------------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/chat/completions",
+    response_model=oa.ChatCompletion,
+    responses=_STREAM_DOC,
+    summary="Create a chat completion (stream: true gives server-sent events)",
+)
+async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> Response:
+    runtime = get_runtime(request)
+    native = convert.chat_request_to_native(body)
+    lease = await runtime.models.acquire(native.model)
+    timer = runtime.metrics.timer(lease.name)
+    try:
+        stream = start_chat(lease.model, native, observer=timer)
+    except BaseException:
+        timer.finish(None)
+        lease.release()
+        raise
+
+    created = int(time.time())
+    request_id = convert.new_id("chatcmpl")
+    logprobs = native.sampling.logprobs
+
+    def finish() -> None:
+        timer.finish(stream.usage)
+
+    if native.stream:
+        encoder = convert.ChatStreamEncoder(
+            id=request_id,
+            model=lease.name,
+            created=created,
+            include_usage=bool(body.stream_options and body.stream_options.include_usage),
+            logprobs=logprobs,
+            reasoning_field=runtime.settings.reasoning_field,
+        )
+        return _stream_response(runtime, lease, stream, encoder.encode, finish)
+
+    try:
+        result = await run_watching_disconnect(request, collect_stream(stream), stream.cancel)
+    finally:
+        stream.cancel()
+        finish()
+        lease.release()
+    return _json(
+        convert.chat_completion_from_native(
+            id=request_id,
+            created=created,
+            model=lease.name,
+            choices=result.choices,
+            usage=result.usage,
+            logprobs=logprobs,
+            reasoning_field=runtime.settings.reasoning_field,
+        )
+    )
+
+
+# -- legacy completions --------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/completions",
+    response_model=oa.CompletionResponse,
+    responses=_STREAM_DOC,
+    summary="Create a completion of a raw prompt (legacy API)",
+)
+async def completions(body: oa.CompletionRequest, request: Request) -> Response:
+    runtime = get_runtime(request)
+    native = convert.completion_request_to_native(body)
+    lease = await runtime.models.acquire(native.model)
+    timer = runtime.metrics.timer(lease.name)
+    try:
+        stream = start_completion(lease.model, native, observer=timer)
+    except BaseException:
+        timer.finish(None)
+        lease.release()
+        raise
+
+    created = int(time.time())
+    request_id = convert.new_id("cmpl")
+    logprobs = native.sampling.logprobs
+
+    def finish() -> None:
+        timer.finish(stream.usage)
+
+    if native.stream:
+        encoder = convert.CompletionStreamEncoder(
+            id=request_id,
+            model=lease.name,
+            created=created,
+            include_usage=bool(body.stream_options and body.stream_options.include_usage),
+            logprobs=logprobs,
+        )
+        return _stream_response(runtime, lease, stream, encoder.encode, finish)
+
+    try:
+        result = await run_watching_disconnect(request, collect_stream(stream), stream.cancel)
+    finally:
+        stream.cancel()
+        finish()
+        lease.release()
+    return _json(
+        convert.completion_from_native(
+            id=request_id,
+            created=created,
+            model=lease.name,
+            choices=result.choices,
+            usage=result.usage,
+            logprobs=logprobs,
+        )
+    )
+
+
+# -- embeddings ----------------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/embeddings", response_model=oa.EmbeddingResponse, summary="Embed texts with the model (pooled)"
+)
+async def embeddings(body: oa.EmbeddingRequest, request: Request) -> Response:
+    runtime = get_runtime(request)
+    texts = convert.embedding_inputs(body)
+    lease = await runtime.models.acquire(body.model)
+    try:
+        engine = lease.model.engine
+
+        def work() -> tuple[list[list[float]], int]:
+            n_tokens = sum(len(engine.tokenize(t, add_special=True, parse_special=False)) for t in texts)
+            return engine.embed(texts), n_tokens
+
+        vectors, n_tokens = await asyncio.to_thread(work)
+    finally:
+        lease.release()
+    return _json(
+        convert.embedding_response(
+            model=lease.name,
+            vectors=vectors,
+            prompt_tokens=n_tokens,
+            encoding_format=body.encoding_format,
+            dimensions=body.dimensions,
+        )
+    )
