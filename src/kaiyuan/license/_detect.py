@@ -9,6 +9,7 @@ can be judged before it is imported. It reads files; it does not decide what the
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,33 +46,42 @@ def _str(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
+def _indexed(meta: dict[str, Any], kind: str) -> list[dict[str, str]]:
+    """``general.<kind>.<i>.<field>`` string values grouped by index; the file's ``.count`` is not trusted."""
+    pattern = re.compile(rf"general\.{kind}\.(\d+)\.([a-z_]+)")
+    groups: dict[int, dict[str, str]] = {}
+    for key, value in meta.items():
+        match = pattern.fullmatch(key)
+        text = _str(value)
+        if match and text is not None:
+            groups.setdefault(int(match.group(1)), {})[match.group(2)] = text
+    return [groups[i] for i in sorted(groups)]
+
+
 def model_from_gguf_metadata(meta: dict[str, Any], *, name: str | None = None) -> dict[str, Any]:
     """A manifest-shaped model dict from GGUF metadata keys (``general.*``)."""
-    bases: list[dict[str, Any]] = []
-    count = meta.get("general.base_model.count")
-    for i in range(int(count) if isinstance(count, int) else 0):
-        base = {
-            field: _str(meta.get(f"general.base_model.{i}.{field}"))
-            for field in ("name", "organization", "repo_url", "version")
-        }
-        if any(base.values()):
-            bases.append({k: v for k, v in base.items() if v})
+    bases = [
+        {k: v for k, v in base.items() if k in ("name", "organization", "repo_url", "version")}
+        for base in _indexed(meta, "base_model")
+    ]
     datasets: list[str] = []
-    dcount = meta.get("general.dataset.count")
-    for i in range(int(dcount) if isinstance(dcount, int) else 0):
-        ds = _str(meta.get(f"general.dataset.{i}.repo_url")) or _str(meta.get(f"general.dataset.{i}.name"))
-        if ds:
-            datasets.append(normalise_repo(ds) or ds)
+    for ds in _indexed(meta, "dataset"):
+        value = ds.get("repo_url") or ds.get("name")
+        if value:
+            datasets.append(normalise_repo(value) or value)
     relation = None
     if _str(meta.get("general.type")) == "adapter":
         relation = "adapter"
     elif bases:
         relation = "merge" if len(bases) > 1 else "finetune"
     tags = meta.get("general.tags")
-    model: dict[str, Any] = {
+    return {
         "name": name or _str(meta.get("general.name")) or "",
+        "display_name": _str(meta.get("general.name")),
+        "basename": _str(meta.get("general.basename")),
+        "size_label": _str(meta.get("general.size_label")),
         "organization": _str(meta.get("general.organization")),
-        "repo_url": _str(meta.get("general.repo_url")),
+        "repo_url": _str(meta.get("general.repo_url")) or _str(meta.get("general.source.repo_url")),
         "license": {
             "id": _str(meta.get("general.license")),
             "name": _str(meta.get("general.license.name")),
@@ -81,7 +91,6 @@ def model_from_gguf_metadata(meta: dict[str, Any], *, name: str | None = None) -
         "lineage": {"relation": relation, "base_models": bases, "datasets": datasets},
         "tags": [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else [],
     }
-    return model
 
 
 def parse_card(text: str) -> dict[str, Any]:
@@ -170,7 +179,7 @@ def _merge_detections(
             model["license"] = declared
         if not model["lineage"].get("base_models") and part["lineage"].get("base_models"):
             model["lineage"] = part["lineage"]
-        for key in ("repo_url", "organization"):
+        for key in ("repo_url", "organization", "display_name", "basename", "size_label"):
             if part.get(key) and not model.get(key):
                 model[key] = part[key]
         model["tags"] = model["tags"] or part.get("tags", [])

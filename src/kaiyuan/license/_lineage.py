@@ -82,16 +82,31 @@ def table_entry_for_ref(ref: dict[str, Any], catalog: Catalog) -> BaseModelEntry
 
 
 def table_entry_for_model(model: dict[str, Any], catalog: Catalog) -> BaseModelEntry | None:
-    """The table entry for the model itself (from ``repo_url`` / ``repo`` / its GGUF name and organization)."""
-    ref = {
-        "repo_url": model.get("repo_url") or model.get("repo"),
-        "name": model.get("basename") or model.get("display_name"),
-        "organization": model.get("organization"),
-    }
+    """The table entry for the model itself: by ``repo_url`` / ``repo`` / an ``hf://org/repo/...`` source, else
+    by its GGUF display name (``general.name``) or basename and size label, with its organization, when that is
+    unambiguous."""
+    repo = model.get("repo_url") or model.get("repo")
     source = model.get("source")
-    if isinstance(source, dict) and not ref["repo_url"]:
-        ref["repo_url"] = source.get("repo") or source.get("url")
-    return table_entry_for_ref({k: v for k, v in ref.items() if v}, catalog)
+    if not repo and isinstance(source, dict):
+        repo = source.get("repo") or source.get("url")
+    if not repo and isinstance(source, str) and source.startswith("hf://"):
+        parts = source.removeprefix("hf://").split("/")
+        repo = "/".join(parts[:2]) if len(parts) >= 2 else None
+    if isinstance(repo, str):
+        found = table_entry_for_ref({"repo_url": repo}, catalog)
+        if found:
+            return found
+    org = model.get("organization") if isinstance(model.get("organization"), str) else None
+    labels = [model.get("display_name")]
+    basename, size = model.get("basename"), model.get("size_label")
+    if isinstance(basename, str) and isinstance(size, str):
+        labels.append(f"{basename} {size}")  # general.basename + general.size_label: "smollm2" "135M"
+    for label in labels:
+        if isinstance(label, str) and label.strip():
+            found = catalog.base_model_by_name(label, org)
+            if found:
+                return found
+    return None
 
 
 def _parents_of(model: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]]]:

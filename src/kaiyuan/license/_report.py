@@ -52,6 +52,7 @@ class LicenseReport:
     datasets: list[str] = field(default_factory=list)
     policy: PolicyDecision | None = None
     catalog_version: str = ""
+    known_model: str | None = None  # the repository of kaiyuan's well-known model table this model matched
 
     @property
     def allowed(self) -> bool:
@@ -63,6 +64,7 @@ class LicenseReport:
             "schema": REPORT_SCHEMA,
             "catalog_version": self.catalog_version,
             "model": self.model,
+            "known_model": self.known_model,
             "license": license_json,
             "terms": self.terms.to_json(),
             "lineage": [node.to_json() for node in self.lineage],
@@ -199,6 +201,7 @@ def evaluate(
         relation=relation,
         datasets=datasets,
         catalog_version=catalog.version,
+        known_model=own_table.repo if own_table else None,
     )
     if policy is not None:
         parsed = parse_policy(policy, catalog)
