@@ -1,0 +1,54 @@
+"""Prompt side: chat templates (sandboxed Jinja), model-family dialects, reasoning and tool-call parsing,
+tool-call grammars, and the native chat path that drives the engine.
+
+``chat`` may import the leaf layer and ``kaiyuan.engine``; it knows nothing of HTTP or wire models.
+"""
+
+from kaiyuan.chat._pipeline import (
+    REASONING_EFFORT_TOKENS,
+    ChatModel,
+    ChatResult,
+    ChatStream,
+    ChoiceResult,
+    GenerationObserver,
+    collect_chunks,
+    collect_stream,
+    complete_chat,
+    complete_chat_sync,
+    iter_chat,
+    render_prompt,
+    start_chat,
+    start_completion,
+    stream_chat,
+)
+from kaiyuan.chat._template import CHATML_FALLBACK_TEMPLATE, ChatTemplate
+from kaiyuan.chat.dialects import DIALECTS, Dialect, detect_dialect, dialect_by_name
+from kaiyuan.chat.reasoning_parser import ReasoningParser
+from kaiyuan.chat.response_parser import ParsedDelta, ResponseParser
+
+__all__ = [
+    "CHATML_FALLBACK_TEMPLATE",
+    "DIALECTS",
+    "REASONING_EFFORT_TOKENS",
+    "ChatModel",
+    "ChatResult",
+    "ChatStream",
+    "ChatTemplate",
+    "ChoiceResult",
+    "Dialect",
+    "GenerationObserver",
+    "ParsedDelta",
+    "ReasoningParser",
+    "ResponseParser",
+    "collect_chunks",
+    "collect_stream",
+    "complete_chat",
+    "complete_chat_sync",
+    "detect_dialect",
+    "dialect_by_name",
+    "iter_chat",
+    "render_prompt",
+    "start_chat",
+    "start_completion",
+    "stream_chat",
+]
