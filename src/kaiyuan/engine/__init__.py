@@ -5,6 +5,7 @@ The engine sees file paths and token ids; it knows nothing of HTTP, chat templat
 """
 
 from kaiyuan.engine._handle import GenerationHandle
+from kaiyuan.engine._load import load_engine
 from kaiyuan.engine._protocol import Engine, EngineStats, GenerationRequest, ThinkBudget, TokenEvent
 from kaiyuan.engine.fake import FakeEngine
 
@@ -16,4 +17,5 @@ __all__ = [
     "GenerationRequest",
     "ThinkBudget",
     "TokenEvent",
+    "load_engine",
 ]
