@@ -282,13 +282,13 @@ class _Parser:
         n_kv = cur.u64("metadata count")
         if n_kv * _MIN_KV_BYTES > cur.remaining:
             raise _Bad(
-                f"metadata count lies: the header claims {n_kv} keys, but only "
-                f"{_human_bytes(cur.remaining)} follow the header"
+                f"the header claims {n_kv} metadata keys, but only {_human_bytes(cur.remaining)} follow it "
+                f"(the file is truncated or the count lies)"
             )
         if n_tensors * _MIN_TENSOR_INFO_BYTES > cur.remaining:
             raise _Bad(
-                f"tensor count lies: the header claims {n_tensors} tensors, but only "
-                f"{_human_bytes(cur.remaining)} follow the header"
+                f"the header claims {n_tensors} tensors, but only {_human_bytes(cur.remaining)} follow it "
+                f"(the file is truncated or the count lies)"
             )
 
         metadata: dict[str, Any] = {}

@@ -1,0 +1,342 @@
+"""``kaiyuan list | show | import | rm | copy``: the model store from the command line, with Ollama's habits.
+
+Owns: presenting the store (tables, ``--json``, the import progress bar). Must not know: how the store keeps its
+files (``kaiyuan.store``) or what licenses mean (``kaiyuan.license``). Errors are raised as KaiyuanError and
+mapped to one line and an exit code by ``cli/_errors.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kaiyuan.config import load_settings
+from kaiyuan.store import Manifest, ModelStore, parameter_size_label, read_chat_template
+
+__all__ = ["copy_command", "import_command", "list_command", "rm_command", "show_command"]
+
+_PROGRESS_MIN_BYTES = 32 * 1024 * 1024  # smaller files import in well under a second: no bar
+_TEMPLATE_PREVIEW_LINES = 8
+
+
+def _store() -> ModelStore:
+    return ModelStore.from_settings(load_settings())
+
+
+def human_size(n: int) -> str:
+    """Decimal units like Ollama: ``98 MB``, ``4.7 GB``."""
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" or value >= 10 else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def human_age(timestamp: float, now: float | None = None) -> str:
+    """``"3 minutes ago"``: how long ago ``timestamp`` (unix seconds) was."""
+    if timestamp <= 0:
+        return "unknown"
+    seconds = max(0.0, (time.time() if now is None else now) - timestamp)
+    units = (
+        (31_536_000, "year"),
+        (2_592_000, "month"),
+        (604_800, "week"),
+        (86_400, "day"),
+        (3600, "hour"),
+        (60, "minute"),
+    )
+    for size, unit in units:
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return "Less than a minute ago"
+
+
+def _short_id(digest: str) -> str:
+    return digest.removeprefix("sha256-")[:12]
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "    ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _summary(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "name": manifest.full_name,
+        "digest": manifest.blob.digest,
+        "size": manifest.size,
+        "created": manifest.created,
+        "architecture": manifest.architecture,
+        "parameters": manifest.parameters,
+        "parameter_size": parameter_size_label(manifest.parameters),
+        "quantization": manifest.quantization,
+        "context_length": manifest.context_length,
+        "license": manifest.license_id,
+        "source": manifest.source,
+    }
+
+
+# -- list -----------------------------------------------------------------------------------------------------
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+def list_command(as_json: bool) -> None:
+    """List models in the store (the bundled smollm2:135m included)."""
+    manifests = _store().list()
+    if as_json:
+        click.echo(json.dumps([_summary(m) for m in manifests], indent=2, ensure_ascii=False))
+        return
+    rows = [["NAME", "ID", "SIZE", "MODIFIED", "LICENSE"]]
+    now = time.time()
+    for m in manifests:
+        rows.append(
+            [
+                m.full_name,
+                _short_id(m.blob.digest),
+                human_size(m.size),
+                human_age(m.created_timestamp(), now),
+                m.license_id,
+            ]
+        )
+    click.echo(_table(rows))
+
+
+# -- show -----------------------------------------------------------------------------------------------------
+
+
+def _show_data(manifest: Manifest, template: str | None) -> dict[str, Any]:
+    return {
+        "name": manifest.full_name,
+        "format": manifest.format,
+        "architecture": manifest.architecture,
+        "parameters": manifest.parameters,
+        "parameter_size": parameter_size_label(manifest.parameters),
+        "quantization": manifest.quantization,
+        "context_length": manifest.context_length,
+        "template": template,
+        "license": manifest.license,
+        "lineage": manifest.lineage,
+        "base": manifest.base,
+        "adapters": [ref.to_dict() for ref in manifest.adapters],
+        "size": manifest.size,
+        "digest": manifest.blob.digest,
+        "source": manifest.source,
+        "created": manifest.created,
+        "path": str(manifest.model_path),
+    }
+
+
+def _section(title: str, rows: list[tuple[str, str]]) -> list[str]:
+    width = max((len(key) for key, _ in rows), default=0) + 4
+    return [f"  {title}", *(f"    {key.ljust(width)}{value}" for key, value in rows), ""]
+
+
+def _lineage_rows(lineage: dict[str, Any], base: str | None) -> list[tuple[str, str]]:
+    relation = lineage.get("relation")
+    rows = [("relation", str(relation) if relation else "original (no base model declared)")]
+    if base:
+        rows.append(("base in store", base))
+    for ref in lineage.get("base_models") or []:
+        if isinstance(ref, dict):
+            label = " ".join(
+                str(part)
+                for part in (
+                    ref.get("name"),
+                    f"({ref['organization']})" if ref.get("organization") else None,
+                    ref.get("version"),
+                    ref.get("repo_url"),
+                )
+                if part
+            )
+            rows.append(("base model", label or "(unnamed)"))
+        else:
+            rows.append(("base model", str(ref)))
+    rows.extend(("dataset", str(item)) for item in lineage.get("datasets") or [])
+    return rows
+
+
+def _license_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [("license", str(record.get("id") or "unknown"))]
+    rows.extend((key, str(record[key])) for key in ("name", "link") if record.get(key))
+    rows.append(("declared in", str(record.get("source") or "unknown")))
+    return rows
+
+
+def _metadata_rows(manifest: Manifest) -> list[tuple[str, str]]:
+    from kaiyuan.gguf import ArrayInfo, read_gguf
+
+    rows = []
+    for key, value in read_gguf(manifest.model_path).metadata.items():
+        if isinstance(value, ArrayInfo):
+            shown = f"[{value.length} {value.item_type.name.lower()} items]"
+        elif isinstance(value, str):
+            first = value.splitlines()[0] if value else ""
+            shown = repr(first[:80] + ("…" if len(value) > len(first[:80]) else ""))
+        else:
+            shown = repr(value)
+        rows.append((key, shown))
+    return rows
+
+
+@click.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--template", "template_only", is_flag=True, help="Print only the full chat template.")
+@click.option("--metadata", is_flag=True, help="Also list every GGUF metadata key.")
+def show_command(name: str, as_json: bool, template_only: bool, metadata: bool) -> None:
+    """Show a model's metadata, parameters, template, license and lineage."""
+    manifest = _store().resolve(name)
+    template = read_chat_template(manifest)
+    if template_only:
+        if template is None:
+            click.echo(
+                f"{manifest.full_name} has no chat template (kaiyuan uses a ChatML fallback)", err=True
+            )
+            return
+        click.echo(template)
+        return
+    if as_json:
+        data = _show_data(manifest, template)
+        if metadata:
+            data["metadata"] = dict(_metadata_rows(manifest))
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+
+    lines = _section(
+        "Model",
+        [
+            ("name", manifest.full_name),
+            ("architecture", manifest.architecture or "unknown"),
+            ("parameters", parameter_size_label(manifest.parameters)),
+            ("context length", str(manifest.context_length or "unknown")),
+            ("quantization", manifest.quantization or "unknown"),
+            ("size", human_size(manifest.size)),
+            ("digest", manifest.blob.digest),
+            ("source", manifest.source or "unknown"),
+            *[("adapter", ref.digest) for ref in manifest.adapters],
+        ],
+    )
+    lines += _section("License", _license_rows(manifest.license))
+    lines += _section("Lineage", _lineage_rows(manifest.lineage, manifest.base))
+    if template is None:
+        lines += ["  Template", "    (none in the file: kaiyuan uses a ChatML fallback)", ""]
+    else:
+        preview = template.splitlines()
+        shown = [line if len(line) <= 100 else line[:99] + "…" for line in preview[:_TEMPLATE_PREVIEW_LINES]]
+        lines += ["  Template", *(f"    {line}" for line in shown)]
+        if len(preview) > _TEMPLATE_PREVIEW_LINES or any(len(line) > 100 for line in preview):
+            lines.append(f"    … (kaiyuan show {name} --template prints all of it)")
+        lines.append("")
+    if metadata:
+        lines += _section("Metadata", _metadata_rows(manifest))
+    click.echo("\n".join(lines).rstrip("\n"))
+
+
+# -- import ---------------------------------------------------------------------------------------------------
+
+
+def _default_name(path: Path) -> str:
+    """``SmolLM2-135M-Instruct.Q4_1.gguf`` → ``smollm2-135m-instruct.q4_1``."""
+    stem = path.name.removesuffix(".gguf").lower()
+    cleaned = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "._-") else "-" for ch in stem)
+    cleaned = cleaned.lstrip("._-")[:80]
+    if not cleaned:
+        raise click.UsageError(f"cannot make a model name from {path.name!r}; pass --name NAME[:TAG]")
+    return cleaned
+
+
+@contextmanager
+def _progress_bar(label: str, total: int) -> Iterator[Any]:
+    """A rich progress bar (bytes, speed, time left) on stderr; no bar for small files."""
+    if total < _PROGRESS_MIN_BYTES:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = progress.add_task(label, total=total)
+    with progress:
+
+        def update(done: int, _total: int) -> None:
+            progress.update(task, completed=done)
+
+        yield update
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=True))
+@click.option("--name", "-n", "name", help="NAME[:TAG] to store it under (default: from the file name).")
+@click.option("--force", "-f", is_flag=True, help="Replace a model that already has this name.")
+@click.option(
+    "--link",
+    is_flag=True,
+    help="Hard-link the file into the store instead of copying it (same filesystem only; editing the original "
+    "then changes the stored model).",
+)
+def import_command(file: Path, name: str | None, force: bool, link: bool) -> None:
+    """Add a local GGUF file to the model store.
+
+    The file is checked (header, metadata, tensor table) before anything is stored, copied while its SHA-256
+    is computed, and registered under NAME[:TAG] (tag "latest" when omitted).
+    """
+    store = _store()
+    model = name or _default_name(file)
+    size = file.stat().st_size if file.is_file() else 0
+    with _progress_bar(f"importing {file.name}", size) as progress:
+        manifest = store.import_gguf(file, model, progress=progress, overwrite=force, link=link)
+    click.echo(
+        f"imported {manifest.full_name} ({_short_id(manifest.blob.digest)}, {human_size(manifest.size)}, "
+        f"{manifest.architecture}, {parameter_size_label(manifest.parameters)} parameters, "
+        f"{manifest.quantization or 'unknown quantization'}, license {manifest.license_id})"
+    )
+
+
+# -- rm / copy ------------------------------------------------------------------------------------------------
+
+
+@click.command("rm")
+@click.argument("names", nargs=-1, required=True)
+def rm_command(names: tuple[str, ...]) -> None:
+    """Remove models from the store; files no other model uses are deleted."""
+    store = _store()
+    for name in names:
+        manifest = store.remove(name)
+        click.echo(f"deleted '{manifest.full_name}'")
+
+
+@click.command("copy")
+@click.argument("source")
+@click.argument("destination")
+@click.option("--force", "-f", is_flag=True, help="Replace DESTINATION if it exists.")
+def copy_command(source: str, destination: str, force: bool) -> None:
+    """Copy a model to a new name (no data is duplicated)."""
+    manifest = _store().copy(source, destination, overwrite=force)
+    click.echo(f"copied '{source}' to '{manifest.full_name}'")
