@@ -34,7 +34,6 @@ from kaiyuan.license._release import (
     write_notice,
 )
 from kaiyuan.license._report import (
-    REPORT_SCHEMA,
     LicenseReport,
     derivative,
     derive_terms,
@@ -44,7 +43,6 @@ from kaiyuan.license._report import (
 )
 
 __all__ = [
-    "REPORT_SCHEMA",
     "BaseModelEntry",
     "Catalog",
     "EffectiveTerms",

@@ -48,6 +48,7 @@ class EffectiveTerms:
     osi_approved: bool = True
     share_alike: bool = False
     conditions: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # uncertainty notes of every license that takes part
     licenses: list[str] = field(default_factory=list)  # ids of every license that takes part
     unknown: list[str] = field(default_factory=list)  # labels of the models whose license is unknown
     conflicts: list[dict[str, Any]] = field(default_factory=list)
@@ -75,6 +76,7 @@ class EffectiveTerms:
             "osi_approved": self.osi_approved,
             "share_alike": self.share_alike,
             "conditions": list(self.conditions),
+            "notes": list(self.notes),
             "licenses": list(self.licenses),
             "unknown": list(self.unknown),
             "not_inherited": list(self.not_inherited),
@@ -127,6 +129,8 @@ def combine(contributions: list[Contribution], *, merge: bool = False) -> Effect
         eff.share_alike = eff.share_alike or terms.share_alike
         for condition in terms.conditions:
             _add(eff.conditions, f"[{c.record.id}] {condition}")
+        for note in terms.notes:
+            _add(eff.notes, f"[{c.record.id}] {note}")
     eff.territory_excluded.sort()
     if not applied:
         eff.osi_approved = False
