@@ -428,7 +428,7 @@ function appendInline(src, parent, doc, inLink) {
         const a = link(doc, href);
         if (image) {
           a.className = "image-link";
-          a.textContent = `🖼 ${parsed.text || "image"}`;
+          a.textContent = `Image: ${parsed.text || parsed.url}`;
           a.title = "Image not loaded (the chat makes no outside requests): opens in a new tab";
         } else {
           appendInline(parsed.text, a, doc, true);
