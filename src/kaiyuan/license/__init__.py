@@ -28,7 +28,6 @@ from kaiyuan.license._policy import Policy, PolicyDecision, parse_policy
 from kaiyuan.license._record import LicenseRecord, identify
 from kaiyuan.license._release import (
     card_front_matter,
-    governing_license,
     write_license_file,
     write_model_card,
     write_notice,
@@ -39,6 +38,7 @@ from kaiyuan.license._report import (
     derive_terms,
     enforce_policy,
     evaluate,
+    governing_license,
     license_summary,
 )
 

@@ -19,7 +19,7 @@ from typing import Any
 from kaiyuan.license._catalog import get_catalog
 from kaiyuan.license._lineage import LineageNode
 from kaiyuan.license._record import LicenseRecord
-from kaiyuan.license._report import LicenseReport, evaluate
+from kaiyuan.license._report import LicenseReport, evaluate, governing_license
 
 __all__ = ["cyclonedx_bom", "write_cyclonedx_bom"]
 
@@ -142,11 +142,7 @@ def cyclonedx_bom(
         components.append(component)
 
     license_record = report.license
-    governing = None
-    if license_record.source == "inherited":
-        from kaiyuan.license._release import governing_license
-
-        governing = governing_license(report)
+    governing = governing_license(report) if license_record.source == "inherited" else None
     main: dict[str, Any] = {"type": "machine-learning-model", "bom-ref": model_ref, "name": report.model}
     if version:
         main["version"] = version

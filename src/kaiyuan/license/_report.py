@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kaiyuan.errors import LicenseDenied
-from kaiyuan.license._catalog import Catalog, Terms, get_catalog
+from kaiyuan.license._catalog import Catalog, LicenseEntry, Terms, get_catalog
 from kaiyuan.license._detect import license_record_of
 from kaiyuan.license._effective import Contribution, EffectiveTerms, combine
 from kaiyuan.license._lineage import LineageNode, Resolver, resolve_lineage, table_entry_for_model
@@ -29,6 +29,8 @@ __all__ = [
     "derive_terms",
     "enforce_policy",
     "evaluate",
+    "governing_license",
+    "license_entries",
     "license_summary",
 ]
 
@@ -74,6 +76,35 @@ class LicenseReport:
             "openness": self.openness.to_json(),
             "policy": self.policy.to_json() if self.policy else None,
         }
+
+
+def license_entries(report: LicenseReport) -> list[LicenseEntry]:
+    """The catalog entries of every license that takes part in the report's effective terms."""
+    catalog = get_catalog()
+    return [catalog.licenses[lid] for lid in report.effective.licenses if lid in catalog.licenses]
+
+
+def _strictest(entries: list[LicenseEntry]) -> LicenseEntry | None:
+    def strictness(e: LicenseEntry) -> tuple[int, bool, bool, bool]:
+        t = e.terms
+        return (
+            _COMMERCIAL_RANK[t.commercial_use],
+            t.research_only,
+            t.flows_to_derivatives,
+            bool(t.name_prefix),
+        )
+
+    return max(entries, key=strictness) if entries else None
+
+
+def governing_license(report: LicenseReport) -> LicenseEntry | None:
+    """The license a release should declare: the model's own when it has one, else the strictest inherited one.
+
+    None when the model's license (or every inherited one) is unknown.
+    """
+    if report.license.known and report.license.source != "inherited":
+        return report.license.entry
+    return _strictest(license_entries(report))
 
 
 def _inherits(model: dict[str, Any]) -> bool:
@@ -144,7 +175,8 @@ def evaluate(
     name = str(model.get("name") or "model")
     own_table = table_entry_for_model(model, catalog)
     nodes = resolve_lineage(model, catalog=catalog, resolver=resolver)
-    lineage = model.get("lineage") if isinstance(model.get("lineage"), dict) else {}
+    raw_lineage = model.get("lineage")
+    lineage: dict[str, Any] = raw_lineage if isinstance(raw_lineage, dict) else {}
     relation = lineage.get("relation") if isinstance(lineage.get("relation"), str) else None
     if relation is None and nodes:
         relation = nodes[0].relation
@@ -152,14 +184,7 @@ def evaluate(
 
     contributions: list[Contribution] = []
     if _inherits(model):
-        first = next((n for n in nodes if n.depth == 1), None)
-        record = (
-            LicenseRecord(**{**first.license.__dict__, "notes": list(first.license.notes)})
-            if first
-            else LicenseRecord.unknown()
-        )
-        record.source = "inherited"
-        record.notes.append("kaiyuan created this model; its terms are those inherited from its parents")
+        record = LicenseRecord.unknown("inherited")  # replaced below by the strictest inherited license
     else:
         record = license_record_of(model)
         if not record.known and own_table is not None:
@@ -186,7 +211,16 @@ def evaluate(
     ]
     merge = relation == "merge" or sum(1 for n in nodes if n.depth == 1 and n.relation == "merge") > 1
     eff = combine(contributions, merge=merge)
-    if not _inherits(model):
+    if _inherits(model):
+        strictest = _strictest([catalog.licenses[lid] for lid in eff.licenses if lid in catalog.licenses])
+        if strictest is not None:
+            record = identify(strictest.id, source="inherited", catalog=catalog)
+            record.confidence = "low" if eff.unknown else "high"
+        record.source = "inherited"
+        record.notes.append(
+            "kaiyuan created this model: it carries the strictest license inherited from its parents"
+        )
+    else:
         _declared_conflicts(record, nodes, eff)
 
     components = own_table.open_components if own_table else ()
@@ -246,8 +280,9 @@ def derivative(
 ) -> dict[str, Any]:
     """The manifest-shaped dict of a model kaiyuan is about to create (adapter, merge, quantization ...).
 
-    Its license is ``{"inherited": true}``: it adds no terms of its own and carries everything that flows down
-    from ``parents`` (store manifests or references {name, repo_url, license}). Pass it to ``enforce_policy``
+    Its license is ``{"inherited": true, "id": <governing license>, ...}``: it adds no terms of its own and carries
+    everything that flows down from ``parents`` (store manifests or references {name, repo_url, license}); ``id``
+    names the license a release declares (the strictest inherited one), for listings. Pass it to ``enforce_policy``
     before the work starts and to the release-bundle writers afterwards.
     """
     bases = []
@@ -257,11 +292,18 @@ def derivative(
         if ref.get("license") is None:
             ref.pop("license", None)
         bases.append(ref)
-    return {
+    model: dict[str, Any] = {
         "name": name,
         "license": {"inherited": True, "source": "inherited"},
         "lineage": {"relation": relation, "base_models": bases, "datasets": list(datasets or [])},
     }
+    governing = governing_license(evaluate(model))
+    model["license"].update(
+        {"id": governing.id, "name": governing.name, "link": governing.url}
+        if governing
+        else {"id": "unknown"}
+    )
+    return model
 
 
 def derive_terms(
