@@ -446,14 +446,16 @@ def completion_request_to_native(req: oa.CompletionRequest) -> CompletionRequest
 
 
 def _completion_logprobs(items: Sequence[TokenLogprob], offset: int) -> oa.CompletionLogprobs:
-    result = oa.CompletionLogprobs()
+    offsets = []
     for lp in items:
-        result.tokens.append(lp.token)
-        result.token_logprobs.append(lp.logprob)
-        result.top_logprobs.append(dict(lp.top))
-        result.text_offset.append(offset)
+        offsets.append(offset)
         offset += len(lp.token)
-    return result
+    return oa.CompletionLogprobs(
+        tokens=[lp.token for lp in items],
+        token_logprobs=[lp.logprob for lp in items],
+        top_logprobs=[dict(lp.top) for lp in items],
+        text_offset=offsets,
+    )
 
 
 def completion_from_native(

@@ -88,9 +88,16 @@ class _Request(BaseModel):
 
 class _Response(BaseModel):
     """Base of response objects: exact fields, serialized with ``exclude_unset`` so that a converter decides which
-    optional keys appear (OpenAI omits some and sends others as ``null``)."""
+    optional keys appear (OpenAI omits some and sends others as ``null``). Constant tags (``object``, ``role``,
+    ``type`` with a non-null default) always appear."""
 
     model_config = ConfigDict(extra="forbid")
+
+    def model_post_init(self, context: Any, /) -> None:
+        for name in ("object", "role", "type"):
+            info = type(self).model_fields.get(name)
+            if info is not None and info.default is not None:
+                self.__pydantic_fields_set__.add(name)
 
 
 # ---------------------------------------------------------------------------------------------------------------

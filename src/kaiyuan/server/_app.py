@@ -18,11 +18,13 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Match, Mount
+from starlette.types import Scope
 
 from kaiyuan import __version__
 from kaiyuan.server import routes_native, routes_openai
 from kaiyuan.server._errors import install_error_handlers
-from kaiyuan.server._http import ApiMiddleware
+from kaiyuan.server._http import PROTECTED_PREFIXES, ApiMiddleware
 from kaiyuan.server._runtime import Runtime
 
 __all__ = ["STATIC_DIR", "create_app"]
@@ -36,6 +38,16 @@ kaiyuan serves open-weight models behind the OpenAI API (`/v1`), the Ollama API 
 Errors use OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`; invalid requests are 400.
 kaiyuan-only fields are marked *kaiyuan extension* in their descriptions.
 """
+
+
+class _WebUIMount(Mount):
+    """The web UI at ``/``, which never claims an API path: those keep their JSON 404/405 answers."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        path = scope.get("path", "")
+        if path.startswith(PROTECTED_PREFIXES) or path in ("/v1", "/api", "/kaiyuan"):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -74,5 +86,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     if (STATIC_DIR / "index.html").is_file():
-        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="web")
+        app.router.routes.append(
+            _WebUIMount("/", app=StaticFiles(directory=STATIC_DIR, html=True), name="web")
+        )
     return app

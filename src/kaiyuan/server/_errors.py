@@ -42,22 +42,13 @@ __all__ = ["error_body", "error_response", "install_error_handlers", "validation
 
 log = logging.getLogger(__name__)
 
-# Parts of a pydantic error location that name a union member rather than a field.
-_UNION_TAGS = frozenset(
-    {
-        "system",
-        "developer",
-        "user",
-        "assistant",
-        "tool",
-        "function",
-        "text",
-        "image_url",
-        "input_audio",
-        "file",
-        "refusal",
-    }
-)
+# Parts of a pydantic error location that name a union member rather than a field: the tags of the
+# discriminated unions (after an index into these lists) and the member types of plain unions.
+_TAGGED_LISTS = {
+    "messages": frozenset({"system", "developer", "user", "assistant", "tool", "function"}),
+    "content": frozenset({"text", "image_url", "input_audio", "file", "refusal"}),
+}
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "literal"})
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> bytes:
@@ -91,17 +82,23 @@ def error_response(exc: KaiyuanError) -> Response:
 def validation_param(loc: Sequence[Any]) -> str | None:
     """``("body", "messages", 0, "user", "content")`` → ``"messages[0].content"``."""
     parts: list[str] = []
+    field = ""
+    after_index = False
     for item in loc:
         if isinstance(item, int):
             if parts:
                 parts[-1] += f"[{item}]"
+            after_index = True
             continue
         text = str(item)
+        tagged = after_index and text in _TAGGED_LISTS.get(field, frozenset())
+        after_index = False
         if not parts and text in ("body", "query", "path", "header"):
             continue
-        if text in _UNION_TAGS or not text.replace("_", "a").isalnum():
-            continue  # a union member ("user", "list[...]", "function-after[...]"), not a field
+        if tagged or text in _TYPE_NAMES or not text.replace("_", "a").isalnum():
+            continue  # a union member ("user", "str", "list[str]", "function-after[...]"), not a field
         parts.append(text)
+        field = text
     return ".".join(parts) or None
 
 

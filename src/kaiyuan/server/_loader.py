@@ -15,23 +15,26 @@ from typing import Any
 from kaiyuan.chat import ChatModel, ChatTemplate
 from kaiyuan.config import Settings
 from kaiyuan.engine import Engine
-from kaiyuan.errors import ConfigError, InvalidModelFile
+from kaiyuan.errors import ConfigError
+from kaiyuan.gguf import read_gguf
+from kaiyuan.license import enforce_policy
+from kaiyuan.store import Manifest, ModelStore, read_chat_template
 
-__all__ = ["EngineFactory", "default_engine_factory", "license_action_check", "make_loader", "model_settings"]
+__all__ = ["EngineFactory", "default_engine_factory", "make_loader", "model_settings"]
 
 log = logging.getLogger(__name__)
 
 # (manifest, settings) -> a started engine for that model file
-EngineFactory = Callable[[Any, Settings], Engine]
+EngineFactory = Callable[[Manifest, Settings], Engine]
 
 
-def default_engine_factory(manifest: Any, settings: Settings) -> Engine:
+def default_engine_factory(manifest: Manifest, settings: Settings) -> Engine:
     """llama.cpp with the server's slots, context, threads, queue bound and flash-attention setting."""
     from kaiyuan.engine import load_engine
 
     return load_engine(
         str(manifest.model_path),
-        adapters=[str(p) for p in getattr(manifest, "adapter_paths", [])],
+        adapters=[str(p) for p in manifest.adapter_paths],
         n_ctx=settings.ctx,
         n_parallel=settings.parallel,
         n_threads=settings.threads,
@@ -54,54 +57,25 @@ def model_settings(settings: Settings, full_name: str) -> dict[str, Any]:
     return table
 
 
-def license_action_check(manifest: Any, settings: Settings) -> None:
-    """Raise ``LicenseDenied`` when the policy in kaiyuan.toml forbids serving this model."""
-    from kaiyuan import license as lic
-
-    enforce = getattr(lic, "enforce_policy", None)
-    if enforce is None:  # the license package predates policies in this checkout
-        return
-    record = _manifest_dict(manifest)
-    enforce(record, settings.policy, "serve")
-
-
-def _manifest_dict(manifest: Any) -> dict[str, Any]:
-    for attr in ("to_dict", "as_dict"):
-        method = getattr(manifest, attr, None)
-        if callable(method):
-            result = method()
-            if isinstance(result, dict):
-                return result
-    return dict(vars(manifest))
-
-
 def _special_tokens(model_path: str) -> tuple[str, str]:
-    from kaiyuan.gguf import read_gguf
-
-    try:
-        info = read_gguf(model_path)
-    except InvalidModelFile:
-        raise
+    """The BOS/EOS texts templates print (``bos_token``), from the GGUF's tokenizer metadata."""
+    info = read_gguf(model_path)
     return info.bos_token or "", info.eos_token or ""
 
 
 def make_loader(
-    settings: Settings, store: Any, engine_factory: EngineFactory = default_engine_factory
+    settings: Settings, store: ModelStore, engine_factory: EngineFactory = default_engine_factory
 ) -> Callable[[str], ChatModel]:
     """A ``ModelManager`` loader over ``store``: canonical name → ready ``ChatModel``."""
 
     def load(name: str) -> ChatModel:
         manifest = store.resolve(name)
-        license_action_check(manifest, settings)
+        enforce_policy(manifest.to_dict(), settings.policy, "serve")  # LicenseDenied (403) when forbidden
         per_model = model_settings(settings, manifest.full_name)
         bos, eos = _special_tokens(str(manifest.model_path))
-        template = ChatTemplate(store.read_chat_template(manifest), bos_token=bos, eos_token=eos)
+        template = ChatTemplate(read_chat_template(manifest), bos_token=bos, eos_token=eos)
+        info = manifest.to_model_info()
         engine = engine_factory(manifest, settings)
-        try:
-            info = manifest.to_model_info()
-        except Exception:
-            engine.close()
-            raise
         log.info("loaded %s (dialect %s)", manifest.full_name, template.dialect.name)
         return ChatModel(
             manifest.full_name,

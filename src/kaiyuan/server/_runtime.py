@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.requests import Request
 
@@ -17,6 +16,7 @@ from kaiyuan.config import Settings
 from kaiyuan.server._loader import EngineFactory, default_engine_factory, make_loader
 from kaiyuan.server._metrics import Metrics
 from kaiyuan.server._models import ModelManager
+from kaiyuan.store import ModelStore
 
 __all__ = ["Runtime", "get_runtime"]
 
@@ -31,7 +31,7 @@ class Runtime:
 
     settings: Settings
     models: ModelManager
-    store: Any = None
+    store: ModelStore
     started: float = field(default_factory=time.time)
     metrics: Metrics = field(init=False)
 
@@ -43,8 +43,6 @@ class Runtime:
         cls, settings: Settings, *, engine_factory: EngineFactory = default_engine_factory
     ) -> Runtime:
         """The production runtime: the store in ``settings.home``, models loaded with ``engine_factory``."""
-        from kaiyuan.store import ModelStore
-
         store = ModelStore.from_settings(settings)
         manager = ModelManager(
             loader=make_loader(settings, store, engine_factory),

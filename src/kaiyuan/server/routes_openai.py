@@ -17,12 +17,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from kaiyuan.chat import ChatStream, collect_stream, start_chat, start_completion
-from kaiyuan.errors import ModelNotFound
+from kaiyuan.errors import KaiyuanError, ModelNotFound
+from kaiyuan.license import license_summary
 from kaiyuan.protocol import convert
 from kaiyuan.protocol import openai as oa
 from kaiyuan.server._http import EventStreamResponse, run_watching_disconnect, sse_events
 from kaiyuan.server._models import ModelLease
 from kaiyuan.server._runtime import Runtime, get_runtime
+from kaiyuan.store import Manifest
 
 __all__ = ["router"]
 
@@ -58,17 +60,13 @@ def _json(obj: Any) -> Response:
 # -- models --------------------------------------------------------------------------------------------------
 
 
-def _license_of(manifest: Any) -> dict[str, Any] | None:
+def _license_of(manifest: Manifest) -> dict[str, Any] | None:
+    """The license package's summary (effective terms, openness); None falls back to the manifest's record."""
     try:
-        from kaiyuan.license import license_summary  # type: ignore[attr-defined]
-    except ImportError:
+        return license_summary(manifest.to_dict())
+    except KaiyuanError as exc:  # a listing must not fail on one model's odd license data
+        log.warning("license summary of %s failed: %s", manifest.full_name, exc.message)
         return None
-    try:
-        summary = license_summary(manifest.to_dict() if hasattr(manifest, "to_dict") else vars(manifest))
-    except Exception:  # a listing must not fail on one model's odd license data
-        log.exception("license summary of %s failed", getattr(manifest, "full_name", "?"))
-        return None
-    return dict(summary) if summary else None
 
 
 def _model_objects(runtime: Runtime) -> list[oa.ModelObject]:

@@ -1,0 +1,1 @@
+"""Helpers for the web chat's browser tests: a real ``kaiyuan serve`` process and Debian's chromium."""
