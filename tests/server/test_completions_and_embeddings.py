@@ -26,7 +26,7 @@ def test_completion_shape_and_raw_prompt(fake_server) -> None:
 
 
 def test_completion_default_max_tokens_is_openais_16(fake_server) -> None:
-    app, models = fake_server(["x"] * 40)
+    app, _ = fake_server(["x"] * 40)
     data = run(post(app, "/v1/completions", {"model": "fake", "prompt": "go"})).json()
     assert data["choices"][0]["text"] == "x" * 16 and data["choices"][0]["finish_reason"] == "length"
 

@@ -93,7 +93,7 @@ def test_a_model_in_use_is_not_closed_under_its_request(fake_server) -> None:
         "slow:1": (["t"] * 40, None, {"delay": 0.01}),
         "other:1": (["ok"], None, {}),
     }
-    app, models = fake_server(specs, max_loaded=1)
+    app, _ = fake_server(specs, max_loaded=1)
 
     async def scenario():
         import asyncio
