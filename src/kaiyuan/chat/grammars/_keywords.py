@@ -34,6 +34,7 @@ ANNOTATIONS = frozenset(
         "contentSchema",
         "discriminator",
         "xml",
+        "nullable",
         "externalDocs",
     }
 )
@@ -42,7 +43,6 @@ ANNOTATIONS = frozenset(
 HANDLED = frozenset(
     {
         "type",
-        "nullable",
         "enum",
         "const",
         "$ref",

@@ -12,7 +12,7 @@ sit where a full match puts them (nothing but empty matches before ``^`` or afte
 read as their ASCII sets (``\\d`` = ``[0-9]``), which ECMA-262 and Python's ``re`` (used by validators) both accept;
 negated shorthands and negated classes that contain a shorthand keep to printable ASCII, tab/newline, and CJK
 ideographs (except for ``\\W``), so Unicode digits or letters never slip in where Python's ``re`` would object.
-Unbounded quantifiers get ``unbounded_cap`` as their upper bound when one is given (the completion budget).
+With ``extra_cap`` (the completion budget), no quantifier repeats more than ``extra_cap`` times beyond its minimum.
 """
 
 from __future__ import annotations
@@ -59,12 +59,12 @@ def _safe_universe(*, allow_cjk: bool) -> cs.Ranges:
     return cs.union(_SAFE_BASE, cs.CJK) if allow_cjk else _SAFE_BASE
 
 
-def translate(pattern: str, *, unbounded_cap: int | None = None) -> ir.Node:
+def translate(pattern: str, *, extra_cap: int | None = None) -> ir.Node:
     """The tree of decoded characters whose strings fully match ``pattern``."""
     parser = _Parser(pattern)
     tree = parser.parse()
     _check_anchors(tree)
-    return _Converter(unbounded_cap).convert(tree)
+    return _Converter(extra_cap).convert(tree)
 
 
 class _Parser:
@@ -353,6 +353,6 @@ class _Converter:
         if kind == "alt":
             return ir.alt(*(self.convert(n) for n in node[1]))  # type: ignore[index]
         _, item, lo, hi = node  # type: ignore[misc]
-        if hi is None and self.cap is not None:
-            hi = lo + self.cap
+        if self.cap is not None:
+            hi = lo + self.cap if hi is None else min(hi, lo + self.cap)
         return ir.rep(self.convert(item), lo, hi)

@@ -40,13 +40,14 @@ class Limits:
 
     string: int | None = None  # max characters of a string without maxLength
     items: int | None = None  # max items of an array without maxItems (and entries of an open map)
-    pattern: int | None = None  # max extra repetitions of an unbounded regex quantifier
+    pattern: int | None = None  # max repetitions of a regex quantifier beyond its minimum
     int_digits: int = _numbers.MAX_INT_DIGITS  # digits of an integer part without bounds
     fraction_digits: int = _numbers.MAX_FRACTION_DIGITS  # digits after the decimal point
     exponent: bool = True  # whether unbounded numbers may carry an exponent
     depth: int | None = None  # how often a recursive $ref (or free-form nesting) may be entered
     optional: bool = True  # whether optional properties may be written
-    compact: bool = False  # single optional spaces only (budgeted output) instead of bounded indentation
+    compact: bool = False  # no indentation or escapes (budgeted output) instead of bounded indentation
+    spaces: bool = True  # with ``compact``: one optional space after ':' and ','
 
 
 _FREE_DEPTH = 2  # nesting of free-form JSON ({} / true schemas) under a budget, when ``depth`` is not smaller
@@ -90,7 +91,7 @@ class Compiler:
     def sep(self) -> ir.Node:
         """Whitespace after ':' and ','."""
         if self.limits.compact:
-            return ir.opt(ir.lit(" "))
+            return ir.opt(ir.lit(" ")) if self.limits.spaces else ir.EMPTY
         return self._shared("ws", self._pretty_ws)
 
     def pad(self) -> ir.Node:
@@ -218,8 +219,6 @@ class Compiler:
             for t in types:
                 if t not in JSON_TYPES:
                     raise invalid(("type",), f"unknown type {t!r}")
-        if schema.get("nullable") is True and "null" not in types:
-            types.append("null")
         if "number" in types and "integer" in types:
             types.remove("integer")
         return types
@@ -420,7 +419,7 @@ class Compiler:
             if not isinstance(pattern, str):
                 raise invalid((*path, "pattern"), "'pattern' must be a string")
             try:
-                decoded = _regex.translate(pattern, unbounded_cap=self.limits.pattern)
+                decoded = _regex.translate(pattern, extra_cap=self.limits.pattern)
             except _regex.RegexUnsupported as exc:
                 raise unsupported("pattern", path, f"{exc}") from exc
             except _regex.RegexSyntaxError as exc:
@@ -445,11 +444,14 @@ class Compiler:
         if lo <= span.lo and (hi is None or (span.hi is not None and span.hi <= hi)):
             return decoded
         narrowed = _narrow_length(decoded, lo, hi)
+        if narrowed is None and lo <= span.lo:
+            narrowed = _shrink_repetitions(decoded, hi)
         if narrowed is None:
             raise unsupported(
                 keyword,
                 path,
-                f"'{keyword}' together with minLength/maxLength is only supported when the lengths agree",
+                f"'{keyword}' together with minLength/maxLength is only supported when the pattern can be "
+                "shortened to fit (or lengthened by one repeated character class)",
             )
         return narrowed
 
@@ -784,6 +786,39 @@ def encode_decoded(node: ir.Node) -> ir.Node:
     if isinstance(node, ir.Rep):
         return ir.rep(encode_decoded(node.item), node.min, node.max)
     return node
+
+
+def _cap_repetitions(node: ir.Node, extra: int) -> ir.Node:
+    """Every repetition limited to ``extra`` more than its minimum (a subset of the strings)."""
+    if isinstance(node, ir.Seq):
+        return ir.seq(*(_cap_repetitions(i, extra) for i in node.items))
+    if isinstance(node, ir.Alt):
+        return ir.alt(*(_cap_repetitions(i, extra) for i in node.items))
+    if isinstance(node, ir.Rep):
+        top = node.min + extra if node.max is None else min(node.max, node.min + extra)
+        return ir.rep(_cap_repetitions(node.item, extra), node.min, top)
+    return node
+
+
+def _shrink_repetitions(node: ir.Node, hi: int | None) -> ir.Node | None:
+    """The largest uniform cap on repetitions whose longest string has at most ``hi`` characters."""
+    if hi is None:
+        return None
+
+    def longest(extra: int) -> int | None:
+        return ir.measure(_cap_repetitions(node, extra), {}).hi
+
+    if (longest(0) or 0) > hi:
+        return None
+    lo_c, hi_c = 0, hi
+    while lo_c < hi_c:
+        mid = (lo_c + hi_c + 1) // 2
+        value = longest(mid)
+        if value is not None and value <= hi:
+            lo_c = mid
+        else:
+            hi_c = mid - 1
+    return _cap_repetitions(node, lo_c)
 
 
 def _narrow_length(node: ir.Node, lo: int, hi: int | None) -> ir.Node | None:
