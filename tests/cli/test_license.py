@@ -137,3 +137,21 @@ def test_explain_and_list() -> None:
     assert code == 0
     assert len(out.splitlines()) >= 30
     assert any(line.startswith("qwen-research") and "forbidden" in line for line in out.splitlines())
+
+
+def test_show_and_check_a_model_in_the_store(
+    kaiyuan_home: Path, tmp_path: Path, tiny_gguf_factory: Factory
+) -> None:
+    from kaiyuan.store import ModelStore
+
+    ModelStore(kaiyuan_home).import_gguf(hunyuan_gguf(tiny_gguf_factory), "hy-tune:q4")
+    code, out = run("show", "hy-tune:q4")
+    assert code == 0
+    assert out.startswith("Model:        hy-tune:q4")
+    assert "tencent/Hunyuan-7B-Instruct [tencent-hunyuan-community]" in out
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[policy]\nterritory = "KR"\n', encoding="utf-8")
+    code, out = run("check", "hy-tune:q4", "smollm2", "--policy", str(policy))
+    assert code == 1
+    assert out.splitlines()[0].startswith("DENIED  hy-tune:q4")
+    assert any(line.startswith("allowed  smollm2") for line in out.splitlines())

@@ -35,7 +35,7 @@ def _store_manifest(name: str) -> tuple[dict[str, Any], Any]:
         from kaiyuan.store import ModelStore
     except ImportError as exc:
         raise ModelNotFound(f"{name!r} is not a file or folder, and this kaiyuan has no model store") from exc
-    store = ModelStore(load_settings().home)
+    store = ModelStore.from_settings(load_settings())
     manifest = store.resolve(name)
     model = _as_dict(manifest)
     full = getattr(manifest, "full_name", None)
