@@ -255,7 +255,8 @@ class Manifest:
         name, tag = text("name"), text("tag")
         if not name or not tag:
             raise ValueError("name and tag are required")
-        adapters = data.get("adapters") or []
+        adapters = data.get("adapters")
+        adapters = [] if adapters is None else adapters
         if not isinstance(adapters, list):
             raise ValueError("adapters must be a list")
         return cls(
