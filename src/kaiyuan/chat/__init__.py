@@ -25,6 +25,7 @@ from kaiyuan.chat._template import CHATML_FALLBACK_TEMPLATE, ChatTemplate
 from kaiyuan.chat.dialects import DIALECTS, Dialect, detect_dialect, dialect_by_name
 from kaiyuan.chat.reasoning_parser import ReasoningParser
 from kaiyuan.chat.response_parser import ParsedDelta, ResponseParser
+from kaiyuan.chat.tool_grammars import build_tool_call_grammar
 
 __all__ = [
     "CHATML_FALLBACK_TEMPLATE",
@@ -40,6 +41,7 @@ __all__ = [
     "ParsedDelta",
     "ReasoningParser",
     "ResponseParser",
+    "build_tool_call_grammar",
     "collect_chunks",
     "collect_stream",
     "complete_chat",

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 import jinja2.ext
+import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from kaiyuan.errors import TemplateError
@@ -97,7 +98,7 @@ class _ChatSandbox(ImmutableSandboxedEnvironment):
         raise SecurityError(f"access to attribute {attribute!r} of a {type(obj).__name__!r} object is unsafe")
 
 
-class _JSONArguments(dict):  # type: ignore[type-arg]
+class _JSONArguments(dict[str, Any]):
     """Tool-call arguments as templates want them: a mapping that also concatenates and prints as its JSON text.
 
     Most templates iterate ``arguments|items`` or apply ``tojson`` (they want the parsed object); a few concatenate
@@ -163,8 +164,22 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
+class _GenerationTag(jinja2.ext.Extension):
+    """``{% generation %}…{% endgeneration %}``: Hugging Face marks the assistant's tokens with it (for training
+    masks); for rendering a prompt it simply outputs its body."""
+
+    tags = {"generation"}  # noqa: RUF012 - jinja2's Extension API declares it as a plain class attribute
+
+    def parse(self, parser: Any) -> Any:
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return jinja2.nodes.Scope(body, lineno=lineno)
+
+
 def _build_env() -> _ChatSandbox:
-    env = _ChatSandbox(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env = _ChatSandbox(
+        trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols, _GenerationTag]
+    )
     env.filters["tojson"] = _hf_tojson
     env.filters["from_json"] = _from_json
     env.globals["raise_exception"] = _raise_exception
@@ -309,7 +324,7 @@ class ChatTemplate:
                 Message(role="assistant", content=None, tool_calls=[probe_call]),
                 Message(role="tool", content="kaiyuan probe result", tool_call_id="call_probe0"),
             ]
-            outputs = []
+            outputs: list[str | None] = []
             for null_content in (True, False):
                 hf = [_to_hf(m, id_length=id_length, null_content=null_content) for m in probe]
                 try:

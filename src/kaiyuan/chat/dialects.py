@@ -27,7 +27,9 @@ class Dialect:
 
     ``reasoning_start``/``reasoning_end`` are ``None`` for a model that does not think (its output is left
     untouched). ``content_start``/``content_end`` wrap the answer in some families (ERNIE's ``<response>``).
-    ``tool_call_id_length`` forces rendered tool-call ids to that many alphanumerics (Mistral: 9).
+    ``tool_call_id_length`` forces rendered tool-call ids to that many alphanumerics (Mistral: 9). ``variant``
+    picks between formats one family has used (it matters for writing calls, not for reading them: the parsers
+    accept every variant).
     """
 
     name: str
@@ -37,6 +39,7 @@ class Dialect:
     content_start: str | None = None
     content_end: str | None = None
     tool_call_id_length: int | None = None
+    variant: str = ""  # a format detail within the family (Mistral "v3"/"v11" calls, GLM "compact" tags)
     description: str = ""
 
     @property
@@ -165,11 +168,14 @@ def detect_dialect(template_source: str | None) -> Dialect:
     if "<|tool_calls_section_begin|>" in src:
         return _with_reasoning(DIALECTS["kimi-k2"], src, think_start, think_end)
     if "<arg_key>" in src and "<tool_call>" in src:
-        return _with_reasoning(DIALECTS["glm45"], src, think_start, think_end)
+        compact = "</arg_key><arg_value>" in src and "</arg_key>\n<arg_value>" not in src
+        glm = dataclasses.replace(DIALECTS["glm45"], variant="compact" if compact else "")
+        return _with_reasoning(glm, src, think_start, think_end)
     if "<function=" in src and "<parameter=" in src:
         return _with_reasoning(DIALECTS["qwen3-coder"], src, think_start, think_end)
     if "[TOOL_CALLS]" in src:
-        return _with_reasoning(DIALECTS["mistral"], src, "[THINK]", "[/THINK]")
+        mistral = dataclasses.replace(DIALECTS["mistral"], variant="v11" if "[ARGS]" in src else "v3")
+        return _with_reasoning(mistral, src, "[THINK]", "[/THINK]")
     if (
         "<global_setting>" in src
         or "think_mode" in src

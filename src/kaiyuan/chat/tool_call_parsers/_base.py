@@ -139,6 +139,7 @@ class ToolCallParser:
         self._calls: list[_Call] = []
         self._open: _Call | None = None
         self._pending_ws = ""
+        self._section_ws = ""
         self._strip_leading = False
         self._content_seen = False
         self._out = ToolParseDelta()
@@ -179,7 +180,7 @@ class ToolCallParser:
                         self._pending_ws = ""
                     break
                 self._emit_content(self._buf[:start])
-                self._pending_ws = ""
+                self._section_ws, self._pending_ws = self._pending_ws, ""
                 self._buf = self._buf[start:]
                 self._in_section = True
                 self._section_raw = ""
@@ -215,6 +216,7 @@ class ToolCallParser:
         """The section was not a call: its text is content after all."""
         raw = self._section_raw
         self._in_section = False
+        self._pending_ws = self._section_ws
         self._emit_content(raw, allow_leading_strip=False)
         self._content_seen = True
 

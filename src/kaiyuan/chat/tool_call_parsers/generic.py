@@ -7,6 +7,9 @@ blocks anywhere (the convention most ChatML fine-tunes follow). Any other answer
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from kaiyuan.chat.tool_call_parsers._base import ToolCallParser, _Malformed, _NeedMore
 from kaiyuan.chat.tool_call_parsers._json_scan import decode_string, scan_string, skip_ws
 
@@ -25,8 +28,10 @@ class GenericToolParser(ToolCallParser):
     name = "generic"
     start_markers = ("<tool_call>",)
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, tools: list[dict[str, Any]] | None = None, *, id_factory: Callable[[], str] | None = None
+    ) -> None:
+        super().__init__(tools, id_factory=id_factory)
         self._decided = False
 
     def _find_start(self) -> tuple[int | None, int]:

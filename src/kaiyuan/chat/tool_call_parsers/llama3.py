@@ -6,6 +6,9 @@ that *starts* with such an object naming one of the offered tools is a call; any
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from kaiyuan.chat.tool_call_parsers._base import ToolCallParser, _Malformed
 from kaiyuan.chat.tool_call_parsers._json_scan import skip_ws
 
@@ -17,8 +20,10 @@ _PYTHON_TAG = "<|python_tag|>"
 class Llama3ToolParser(ToolCallParser):
     name = "llama3"
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, tools: list[dict[str, Any]] | None = None, *, id_factory: Callable[[], str] | None = None
+    ) -> None:
+        super().__init__(tools, id_factory=id_factory)
         self._decided = False
 
     def _find_start(self) -> tuple[int | None, int]:
