@@ -178,3 +178,14 @@ def test_unknown_model_lists_close_names() -> None:
 def test_rm_of_the_bundled_model_is_refused() -> None:
     proc = kaiyuan("rm", "smollm2")
     assert proc.returncode == 2 and "bundled" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_import_refused_by_the_license_policy(kaiyuan_home: Path, tiny_gguf_factory: Factory) -> None:
+    (kaiyuan_home / "kaiyuan.toml").write_text('[policy]\ndeny = ["mit"]\n', encoding="utf-8")
+    before = snapshot(kaiyuan_home)
+    proc = kaiyuan("import", str(tiny_gguf_factory(license={"id": "mit"})), "--name", "denied")
+    assert proc.returncode == 1, proc.stderr
+    first_line = proc.stderr.splitlines()[0]
+    assert first_line.startswith("Error: license policy forbids import of denied:latest")
+    assert "Traceback" not in proc.stderr
+    assert snapshot(kaiyuan_home) == before

@@ -28,6 +28,7 @@ _MAX_DIMS = 4  # GGML_MAX_DIMS
 _MAX_TENSOR_NAME = 64  # GGML_MAX_NAME: names must be shorter
 _INT64_MAX = 2**63 - 1
 _CHUNK = 1 << 20  # bytes read from disk at a time
+_U64 = struct.Struct("<Q")
 # Arrays with at most this many items are always loaded; longer ones (tokenizer vocabularies, merges) only when
 # ``load_arrays=True``, otherwise they are kept as an ``ArrayInfo`` (type, length, offset) and skipped.
 INLINE_ARRAY_ITEMS = 64
@@ -240,8 +241,18 @@ class _Cursor:
         return self.take(n, what).decode("utf-8", "replace")
 
     def skip_strings(self, count: int, what: str) -> None:
+        # The hot loop of reading a vocabulary: length prefixes are read straight from the buffer when they are in it.
+        unpack = _U64.unpack_from
         for _ in range(count):
-            n = self.string_length(what)  # moves pos past the length first
+            start = self.pos - self._buf_start
+            if start >= 0 and start + 8 <= len(self._buf):
+                n = unpack(self._buf, start)[0]
+                self.pos += 8
+                if n > self.size - self.pos:
+                    self.pos -= 8
+                    self.string_length(what)  # raises with the full message
+            else:
+                n = self.string_length(what)  # moves pos past the length first
             self.pos += n
 
     def strings(self, count: int, what: str) -> Iterator[str]:
