@@ -167,3 +167,27 @@ def test_folder_with_card_gguf_and_mit_license(tmp_path: Path, tiny_gguf_factory
 def test_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(InvalidModelFile, match="no model card"):
         detect_from_path(tmp_path)
+
+
+def test_undeclared_license_is_found_through_the_table_by_repository(tiny_gguf_factory: Factory) -> None:
+    path = tiny_gguf_factory(
+        name="Qwen2.5 3B Instruct",
+        metadata={"general.repo_url": "https://huggingface.co/Qwen/Qwen2.5-3B-Instruct"},
+    )
+    report = evaluate(detect_from_path(path))
+    assert report.license.id == "qwen-research"
+    assert (report.license.source, report.license.confidence) == ("table", "medium")
+    assert report.known_model == "Qwen/Qwen2.5-3B-Instruct"
+
+
+def test_a_card_can_be_judged_from_its_text_before_any_download() -> None:
+    from kaiyuan.license import model_from_card, parse_card
+
+    text = (
+        "---\nlicense: llama3.2\nbase_model: meta-llama/Llama-3.2-11B-Vision-Instruct\n---\n# A vision tune\n"
+    )
+    report = evaluate(
+        model_from_card(parse_card(text), name="vision-tune"), {"territory": "DE"}, action="pull"
+    )
+    assert report.policy is not None and not report.policy.allowed
+    assert "EU" in report.policy.reasons[0]

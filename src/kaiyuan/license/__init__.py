@@ -20,7 +20,13 @@ base_models: [{name, organization, repo_url, version, license?}], datasets}).
 
 from kaiyuan.license._bom import cyclonedx_bom, write_cyclonedx_bom
 from kaiyuan.license._catalog import BaseModelEntry, Catalog, LicenseEntry, Terms, get_catalog
-from kaiyuan.license._detect import detect_from_path, parse_card, read_gguf_metadata
+from kaiyuan.license._detect import (
+    detect_from_path,
+    model_from_card,
+    model_from_gguf_metadata,
+    parse_card,
+    read_gguf_metadata,
+)
 from kaiyuan.license._effective import EffectiveTerms
 from kaiyuan.license._lineage import LineageNode
 from kaiyuan.license._openness import Openness
@@ -65,6 +71,8 @@ __all__ = [
     "governing_license",
     "identify",
     "license_summary",
+    "model_from_card",
+    "model_from_gguf_metadata",
     "parse_card",
     "parse_policy",
     "read_gguf_metadata",
