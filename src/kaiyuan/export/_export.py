@@ -63,6 +63,15 @@ def _base_file_type(path: Path) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
+def _default_quant(base_path: Path, *, merged: bool) -> str:
+    """The base's own type; but a merge into a base below 8 bits is written as Q8_0, because re-quantizing the
+    merged weights to the same low-bit type adds a second round of quantization error (measured in the docs)."""
+    name = file_type_name(_base_file_type(base_path))
+    if name is None or (merged and name not in ("F32", "F16", "BF16", "Q8_0")):
+        return "Q8_0"
+    return name
+
+
 def _model_record(manifest: Any) -> dict[str, Any]:
     """The manifest-shaped dict the license package reads, with the full name."""
     record = dict(manifest.to_dict())
@@ -148,7 +157,7 @@ def export_model(
         quant_name = None
         filename = f"{_slug(manifest.full_name)}.lora.gguf"
     else:
-        quant_name = quant or file_type_name(_base_file_type(manifest.model_path)) or "Q8_0"
+        quant_name = quant or _default_quant(manifest.model_path, merged=is_adapter)
         filename = f"{_slug(manifest.full_name)}.{quant_name}.gguf"
 
     bundle_tmp: Path | None = None
