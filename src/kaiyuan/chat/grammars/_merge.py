@@ -53,27 +53,34 @@ def _intersect_types(a: set[str] | None, b: set[str] | None) -> set[str] | None:
 
 
 def merge_all(
-    schemas: list[Any], path: Path, resolve: Callable[[Schema, Path], tuple[Schema, Path]]
+    schemas: list[tuple[Any, Path]], resolve: Callable[[Schema, Path], tuple[Schema, Path]]
 ) -> Schema | bool:
-    """The intersection of ``schemas`` as one schema (``False`` when one of them is ``false``)."""
+    """The intersection of ``schemas`` (each with its path) as one schema (``False`` when one is ``false``)."""
     result: Schema = {}
-    for index, raw in enumerate(schemas):
+    for raw, path in schemas:
         if raw is True:
             continue
         if raw is False:
             return False
         if not isinstance(raw, dict):
-            raise invalid((*path, str(index)), "a schema must be an object or a boolean")
-        schema, where = resolve(raw, (*path, str(index)))
+            raise invalid(path, "a schema must be an object or a boolean")
+        schema, where = resolve(raw, path)
         if "allOf" in schema:
-            inner = merge_all(
-                [{k: v for k, v in schema.items() if k != "allOf"}, *schema["allOf"]], where, resolve
-            )
+            inner = merge_all(all_of_parts(schema, where), resolve)
             if inner is False:
                 return False
             schema = inner if isinstance(inner, dict) else {}
         result = _merge_two(result, normalize_bounds(schema), where)
     return result
+
+
+def all_of_parts(schema: Schema, path: Path) -> list[tuple[Any, Path]]:
+    """A schema with ``allOf`` as the list of its parts: its other keywords, then each ``allOf`` entry."""
+    parts = schema["allOf"]
+    if not isinstance(parts, list) or not parts:
+        raise invalid((*path, "allOf"), "'allOf' must be a non-empty array")
+    rest = {k: v for k, v in schema.items() if k != "allOf"}
+    return [(rest, path), *((p, (*path, "allOf", str(i))) for i, p in enumerate(parts))]
 
 
 def _merge_two(a: Schema, b: Schema, path: Path) -> Schema:

@@ -28,7 +28,7 @@ from kaiyuan.chat.grammars._keywords import (
     pointer,
     unsupported,
 )
-from kaiyuan.chat.grammars._merge import canonical, merge_all, normalize_bounds
+from kaiyuan.chat.grammars._merge import all_of_parts, canonical, merge_all, normalize_bounds
 
 Schema = dict[str, Any]
 Path = tuple[str, ...]
@@ -181,9 +181,7 @@ class Compiler:
         if "$ref" in schema:
             return self._compile_ref(schema, path)
         if "allOf" in schema:
-            merged = merge_all(
-                [{k: v for k, v in schema.items() if k != "allOf"}, *schema["allOf"]], path, self.inline_ref
-            )
+            merged = merge_all(all_of_parts(schema, path), self.inline_ref)
             return self.compile(merged, (*path, "allOf"))
         if "anyOf" in schema or "oneOf" in schema:
             return self._compile_choice(schema, path)
@@ -276,7 +274,7 @@ class Compiler:
                 return {"not": {}}, where  # unsatisfiable; refused by the caller's keyword check
             target = {} if target is True else target
             if siblings:
-                merged = merge_all([target, siblings], where, self.inline_ref)
+                merged = merge_all([(target, where), (siblings, path)], self.inline_ref)
                 schema = merged if isinstance(merged, dict) else {"enum": []}
             else:
                 schema = target
@@ -287,7 +285,7 @@ class Compiler:
         ref = schema["$ref"]
         siblings = {k: v for k, v in schema.items() if k != "$ref" and k not in ANNOTATIONS}
         if siblings:
-            merged = merge_all([{"$ref": ref}, siblings], path, self.inline_ref)
+            merged = merge_all([({"$ref": ref}, path), (siblings, path)], self.inline_ref)
             return self.compile(merged, path)
         target, where = self.resolve_pointer(ref, path)
         canonical_ref = pointer(where)
@@ -311,31 +309,30 @@ class Compiler:
     # -- anyOf / oneOf ---------------------------------------------------------------------------------------
     def _compile_choice(self, schema: Schema, path: Path) -> ir.Node:
         base = {k: v for k, v in schema.items() if k not in ("anyOf", "oneOf")}
-        groups: list[list[Any]] = []
         for key in ("anyOf", "oneOf"):
-            if key in schema:
-                if not isinstance(schema[key], list) or not schema[key]:
-                    raise invalid((*path, key), f"'{key}' must be a non-empty array")
-                groups.append(schema[key])
+            if key in schema and (not isinstance(schema[key], list) or not schema[key]):
+                raise invalid((*path, key), f"'{key}' must be a non-empty array")
         if "oneOf" in schema:
             self._check_exclusive(schema["oneOf"], base, (*path, "oneOf"))
         branches: list[ir.Node] = []
-        combos: list[list[Any]] = [[]]
-        for group in groups:
-            combos = [[*c, b] for c in combos for b in group]
-        for index, combo in enumerate(combos):
-            where = (*path, "anyOf" if "anyOf" in schema else "oneOf", str(index))
+        combos: list[list[tuple[Any, Path]]] = [[]]
+        for key in ("anyOf", "oneOf"):
+            if key in schema:
+                choices = [(b, (*path, key, str(i))) for i, b in enumerate(schema[key])]
+                combos = [[*c, b] for c in combos for b in choices]
+        for combo in combos:
+            where = combo[-1][1]
             if not base and len(combo) == 1:
-                branches.append(self.compile(combo[0], where))
+                branches.append(self.compile(combo[0][0], where))
             else:
-                merged = merge_all([base, *combo], where, self.inline_ref)
+                merged = merge_all([(base, path), *combo], self.inline_ref)
                 branches.append(self.compile(merged, where))
         return ir.alt(*branches)
 
     def _check_exclusive(self, branches: list[Any], base: Schema, path: Path) -> None:
         resolved: list[Schema] = []
         for index, branch in enumerate(branches):
-            merged = merge_all([base, branch], (*path, str(index)), self.inline_ref)
+            merged = merge_all([(base, path[:-1]), (branch, (*path, str(index)))], self.inline_ref)
             resolved.append(merged if isinstance(merged, dict) else {"enum": []})
         for i, gen in enumerate(resolved):
             for j, other in enumerate(resolved):
