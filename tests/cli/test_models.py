@@ -189,3 +189,29 @@ def test_import_refused_by_the_license_policy(kaiyuan_home: Path, tiny_gguf_fact
     assert first_line.startswith("Error: license policy forbids import of denied:latest")
     assert "Traceback" not in proc.stderr
     assert snapshot(kaiyuan_home) == before
+
+
+def test_ctrl_c_during_import_leaves_nothing(kaiyuan_home: Path) -> None:
+    import signal
+    import time
+
+    kaiyuan("list")  # register the bundled model first: only the import's own files are at stake
+    before = snapshot(kaiyuan_home)
+    blobs = kaiyuan_home / "models" / "blobs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kaiyuan", "import", str(smollm2_path()), "--name", "interrupted"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and not list(blobs.glob(".partial-*")) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    if proc.poll() is not None:
+        proc.communicate()
+        pytest.skip("the copy finished before the interrupt could land")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert snapshot(kaiyuan_home) == before

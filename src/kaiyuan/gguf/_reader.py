@@ -165,7 +165,7 @@ def _file_size(handle: BinaryIO) -> int:
 def _human_bytes(n: int) -> str:
     """``"4.0 GB"``, ``"12 bytes"``: sizes in error messages."""
     if n < 1000:
-        return f"{n} bytes"
+        return "1 byte" if n == 1 else f"{n} bytes"
     value = float(n)
     units = ("kB", "MB", "GB", "TB", "PB")
     for unit in units:
