@@ -153,7 +153,7 @@ def test_array_length_that_lies(tmp_path: Path) -> None:
 
 
 def test_tensor_data_past_the_end(tmp_path: Path) -> None:
-    tensors = [gb.tensor_info("w", (8,), gb.F32_TYPE, 1 << 30)]
+    tensors = [gb.tensor_info("w", (1 << 28,), gb.F32_TYPE, 0)]
     message = _error(_write(tmp_path, gb.gguf_file([], tensors, b"\0" * 32)))
     assert "tensor 'w' data" in message and "past the end of the file" in message
 
@@ -207,6 +207,16 @@ def test_random_corruption_never_escapes_as_another_exception(tmp_path: Path) ->
         ([], [gb.tensor_info("w", (8,), 4, 0)], "unknown tensor type 4"),
         ([], [gb.tensor_info("w", (8,), gb.Q4_0_TYPE, 0)], "not a multiple of the Q4_0 block size 32"),
         ([], [gb.tensor_info("w", (8,), gb.F32_TYPE, 8)], "not aligned to 32 bytes"),
+        (
+            [],
+            [gb.tensor_info("a", (8,), gb.F32_TYPE, 32), gb.tensor_info("b", (8,), gb.F32_TYPE, 0)],
+            "tensor 'a' data starts at offset 32, expected 0",
+        ),
+        (
+            [],
+            [gb.tensor_info("a", (8,), gb.F32_TYPE, 0), gb.tensor_info("b", (8,), gb.F32_TYPE, 64)],
+            "tensor 'b' data starts at offset 64, expected 32",
+        ),
         ([], [gb.tensor_info("w", (2**64 - 1,), gb.F32_TYPE, 0)], "negative dimension"),
         ([], [gb.tensor_info("w", (2**40, 2**40), gb.F32_TYPE, 0)], "overflows"),
         ([], [gb.tensor_info("x" * 64, (8,), gb.F32_TYPE, 0)], "the limit is 63"),

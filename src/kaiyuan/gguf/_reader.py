@@ -474,11 +474,18 @@ class _Parser:
 
     def _check_tensor_data(self, tensors: list[TensorInfo], data_offset: int, alignment: int) -> None:
         size = self.cur.size
+        expected = 0  # llama.cpp requires the data of tensor i to follow tensor i-1's (padded) data exactly
         for tensor in tensors:
             if tensor.offset % alignment:
                 raise _Bad(
                     f"tensor {tensor.name!r} data offset {tensor.offset} is not aligned to {alignment} bytes"
                 )
+            if tensor.offset != expected:
+                raise _Bad(
+                    f"tensor {tensor.name!r} data starts at offset {tensor.offset}, expected {expected} "
+                    f"(tensor data must follow the tensor table's order without gaps)"
+                )
+            expected += tensor.n_bytes + (-tensor.n_bytes) % alignment
             start = data_offset + tensor.offset
             end = start + tensor.n_bytes
             if end > size:
