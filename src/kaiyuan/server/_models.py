@@ -115,10 +115,22 @@ class ModelManager:
         return ModelLease(self, entry)
 
     async def preload(self, name: str) -> str:
-        """Load ``name`` now (``kaiyuan serve MODEL``); returns its canonical name."""
+        """Load ``name`` now; returns its canonical name."""
         lease = await self.acquire(name)
         lease.release()
         return lease.name
+
+    def load_now(self, name: str) -> str:
+        """Load ``name`` from plain code before the server's event loop runs (``kaiyuan serve MODEL``); returns
+        its canonical name. Models beyond ``max_loaded`` are unloaded as usual."""
+        canonical = self._resolve(name)
+        if self._take(canonical) is None:
+            entry = LoadedModel(canonical, self._loader(canonical), leases=1)
+            with self._mutex:
+                self._loaded[canonical] = entry
+        asyncio.run(self._evict_beyond_limit())
+        self._release(self._loaded[canonical])
+        return canonical
 
     def _take(self, canonical: str) -> LoadedModel | None:
         with self._mutex:
