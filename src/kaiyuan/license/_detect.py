@@ -201,7 +201,7 @@ def detect_from_path(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     The result has ``name``, ``license`` (declared id/name/link and ``source``), ``lineage`` (relation,
     base_models, datasets), and, when a LICENSE file was fingerprinted, ``license_text`` (id, confidence).
-    Raises FileNotFoundError-free ``InvalidModelFile`` for paths that hold nothing kaiyuan can read.
+    Raises ``InvalidModelFile`` for a missing path, a bad GGUF or card, or a folder with nothing kaiyuan can read.
     """
     target = Path(path)
     if not target.exists():
