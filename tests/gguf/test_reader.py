@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,11 @@ import pytest
 import kaiyuan.gguf
 from kaiyuan.errors import InvalidModelFile
 from kaiyuan.gguf import ArrayInfo, GGUFValueType, read_gguf
-from tests.fixtures.tiny_gguf import make_tiny_gguf, smollm2_path
+from tests.fixtures import tiny_gguf
+from tests.fixtures.tiny_gguf import smollm2_path
 from tests.gguf import gguf_bytes as gb
+
+tiny_gguf_factory = tiny_gguf.tiny_gguf_factory  # the session fixture, made visible to this module
 
 
 def _write(tmp_path: Path, data: bytes, name: str = "model.gguf") -> Path:
@@ -77,9 +81,8 @@ def test_reading_metadata_of_a_49k_vocabulary_is_fast() -> None:
     assert time.perf_counter() - start < 1.0
 
 
-def test_tiny_model_written_by_the_gguf_package(tmp_path: Path) -> None:
-    path = make_tiny_gguf(
-        tmp_path / "tiny.gguf",
+def test_tiny_model_written_by_the_gguf_package(tiny_gguf_factory: Callable[..., Path]) -> None:
+    path = tiny_gguf_factory(
         arch="qwen3",
         chat_template="{{ messages }}",
         license={"id": "mit", "name": "MIT License", "link": "https://example.org/LICENSE"},
