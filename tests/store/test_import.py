@@ -166,6 +166,13 @@ def test_adapter_files_are_not_models(store: ModelStore, tiny_gguf_factory: Fact
     assert not store.exists("adapter")
 
 
+def test_split_files_are_refused(store: ModelStore, tiny_gguf_factory: Factory) -> None:
+    part = tiny_gguf_factory(metadata={"split.count": 3, "split.no": 0, "split.tensors.count": 20})
+    with pytest.raises(InvalidModelFile, match="split into 3 files"):
+        store.import_gguf(part, "split")
+    assert not store.exists("split")
+
+
 def test_invalid_name_is_rejected_before_reading(store: ModelStore, tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest, match="invalid model name"):
         store.import_gguf(tmp_path / "absent.gguf", "bad name!")

@@ -336,6 +336,12 @@ class ModelStore:
             raise InvalidModelFile(f"{shown}: no general.architecture key; llama.cpp cannot load this file")
         if not info.tensors:
             raise InvalidModelFile(f"{shown}: has no tensors (a vocabulary-only file?); it cannot be run")
+        split_count = info.get("split.count")
+        if isinstance(split_count, int) and split_count > 1:
+            raise InvalidModelFile(
+                f"{shown}: is part of a model split into {split_count} files, which the store does not take; "
+                f"merge them first (llama-gguf-split --merge FIRST-PART.gguf merged.gguf)"
+            )
         if info.kind != kind:
             if info.kind == "adapter":
                 raise InvalidModelFile(
