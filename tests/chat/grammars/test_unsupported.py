@@ -99,7 +99,7 @@ INVALID: list[tuple[Any, str]] = [
     ({"type": OBJ, "required": ["x"], "additionalProperties": False}, "required"),
     ({"type": "integer", "minimum": 5, "maximum": 4}, "no whole number"),
     ({"allOf": [{"enum": [1, 2]}, {"enum": [3]}]}, "enum"),
-    (["not", "a", "schema"], "schema must be"),
+    (["not", "a", "schema"], "must be an object"),
     ({"type": "string", "enum": [1, 2]}, "enum"),
 ]
 

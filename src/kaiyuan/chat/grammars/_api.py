@@ -6,6 +6,8 @@ Must not know: HTTP, the engine, chat templates.
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
 from typing import Any
 
 from kaiyuan.chat.grammars import _budget, _gbnf
@@ -39,6 +41,33 @@ def _compile(
     return root, rules
 
 
+@lru_cache(maxsize=256)
+def _cached(schema_json: str, rule_prefix: str, budget_tokens: int | None, strict: bool) -> tuple[str, str]:
+    """Compiling is deterministic, and clients repeat the same schema: keep the last few grammars."""
+    root, rules = _compile(
+        json.loads(schema_json), rule_prefix=rule_prefix, budget_tokens=budget_tokens, strict=strict
+    )
+    return root, _gbnf.write(rules, root)
+
+
+def _grammar_for(
+    schema: Any, *, rule_prefix: str, budget_tokens: int | None, strict: bool
+) -> tuple[str, str]:
+    if not isinstance(schema, dict | bool):
+        raise InvalidRequest("a JSON Schema must be an object or a boolean", param=PARAM)
+    if budget_tokens is not None and (
+        isinstance(budget_tokens, bool) or not isinstance(budget_tokens, int) or budget_tokens < 1
+    ):
+        raise InvalidRequest(
+            f"the token budget must be a positive integer, got {budget_tokens!r}", param="max_tokens"
+        )
+    try:
+        schema_json = json.dumps(schema)  # key order matters: properties are generated in it
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"the JSON Schema is not JSON: {exc}", param=PARAM) from exc
+    return _cached(schema_json, rule_prefix, budget_tokens, strict)
+
+
 def schema_to_gbnf_rules(
     schema: dict[str, Any], *, rule_prefix: str = "", budget_tokens: int | None = None
 ) -> tuple[str, str]:
@@ -50,8 +79,7 @@ def schema_to_gbnf_rules(
     Raises ``UnsupportedFeature`` (naming the keyword and its JSON path) for what cannot be enforced and
     ``InvalidRequest`` for a malformed schema.
     """
-    root, rules = _compile(schema, rule_prefix=rule_prefix, budget_tokens=budget_tokens, strict=False)
-    return root, _gbnf.write(rules, root)
+    return _grammar_for(schema, rule_prefix=rule_prefix, budget_tokens=budget_tokens, strict=False)
 
 
 def json_schema_grammar(
@@ -61,8 +89,7 @@ def json_schema_grammar(
 
     ``strict`` (OpenAI's ``strict: true``) treats every object as ``additionalProperties: false``.
     """
-    root, rules = _compile(schema, rule_prefix="", budget_tokens=budget_tokens, strict=strict)
-    return _gbnf.write(rules, root)
+    return _grammar_for(schema, rule_prefix="", budget_tokens=budget_tokens, strict=strict)[1]
 
 
 def json_object_grammar(*, budget_tokens: int | None = None) -> str:

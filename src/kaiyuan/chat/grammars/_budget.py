@@ -6,12 +6,13 @@ that its *longest* output has at most ``B - 1`` characters (one token is kept fo
 carries at least one character, so a generation that follows the grammar always closes its last bracket in time.
 
 The rule: one scale ``t`` sets every open bound - strings without maxLength get at most ``t`` characters, arrays
-and maps without maxItems ``t // 8`` entries, unbounded regex quantifiers ``t`` extra repetitions, integer parts
-``1 + t // 4`` digits (up to 16), fractions ``t // 8`` digits (up to 15), recursion and free-form nesting
-``1 + t // 32`` levels (up to 4); strings use no escapes and there is no indentation. ``t`` is the largest value
-(binary search) whose longest output fits. Four shapes are tried in order - optional properties with one
-optional space after ':' and ',', then without the spaces, then required properties only (with, then without
-spaces) - and the first whose strings may reach 16 characters wins; otherwise the one with the longest strings.
+and maps without maxItems ``t // 8`` entries, regex quantifiers at most ``t`` repetitions beyond their minimum,
+integer parts ``1 + t // 4`` digits (up to 16), fractions ``t // 8`` digits (up to 15), recursion and free-form
+nesting ``1 + t // 32`` levels (up to 4); strings use no escapes and there is no indentation. ``t`` is the largest
+value (binary search) whose longest output fits. The shape around it is tried from generous to tight: every
+optional property allowed, then at most 4, 2, 1 and 0 optional properties per object, each first with one
+optional space after ':' and ',' and then without. The first shape whose strings may reach 16 characters wins;
+if none does, the one with the longest strings.
 Must not know: GBNF spelling, JSON Schema keywords.
 """
 
@@ -25,13 +26,15 @@ from kaiyuan.chat.grammars._gbnf import RuleSet
 from kaiyuan.chat.grammars._schema import Limits
 
 _T_MAX = 4096
-_SHORT_STRINGS = 16
-_SHAPES = ((True, True), (True, False), (False, True), (False, False))  # (optional properties, spaces)
+_GOOD_STRINGS = 16
+_SHAPES: tuple[tuple[int | None, bool], ...] = tuple(
+    (cap, spaces) for cap in (None, 4, 2, 1, 0) for spaces in (True, False)
+)  # (optional properties per object, spaces)
 
 Build = Callable[[Limits], tuple[str, RuleSet]]
 
 
-def limits_for(t: int, *, optional: bool, spaces: bool = True) -> Limits:
+def limits_for(t: int, *, max_optional: int | None, spaces: bool = True) -> Limits:
     return Limits(
         string=t,
         items=t // 8,
@@ -40,7 +43,7 @@ def limits_for(t: int, *, optional: bool, spaces: bool = True) -> Limits:
         fraction_digits=min(t // 8, 15),
         exponent=False,
         depth=min(1 + t // 32, 4),
-        optional=optional,
+        max_optional=max_optional,
         compact=True,
         spaces=spaces,
     )
@@ -54,46 +57,48 @@ class Fitted:
     longest: int | None  # longest output in characters (None: unbounded or unsatisfiable)
 
 
-def _measure(build: Build, t: int, optional: bool, spaces: bool) -> Fitted:
-    root, rules = build(limits_for(t, optional=optional, spaces=spaces))
+def _measure(build: Build, t: int, shape: tuple[int | None, bool]) -> Fitted:
+    root, rules = build(limits_for(t, max_optional=shape[0], spaces=shape[1]))
     if not ir.satisfiable(ir.Ref(root), rules.rules):
         return Fitted(root, rules, t, None)
     return Fitted(root, rules, t, ir.measure(ir.Ref(root), rules.rules).hi)
 
 
-def _search(build: Build, chars: int, *, optional: bool, spaces: bool) -> Fitted | None:
-    """The largest ``t`` whose grammar is satisfiable and whose longest output is at most ``chars``."""
-    # Satisfiability only changes with the recursion depth (every 32 steps of t); find where it starts.
-    first = None
-    for t in range(0, 97, 32):
-        found = _measure(build, t, optional, spaces)
-        if found.longest is not None:
-            first = found
-            break
-    if first is None or first.longest is None or first.longest > chars:
-        return None
-    best, lo, hi = first, first.t, _T_MAX
+def _fits(found: Fitted, chars: int) -> bool:
+    return found.longest is not None and found.longest <= chars
+
+
+def _largest(build: Build, chars: int, shape: tuple[int | None, bool], good: Fitted, top: int) -> Fitted:
+    """Binary search for the largest ``t`` in [good.t, top] that fits, ``good`` being known to fit."""
+    lo, hi = good.t, top
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        found = _measure(build, mid, optional, spaces)
-        if found.longest is not None and found.longest <= chars:
-            lo, best = mid, found
+        found = _measure(build, mid, shape)
+        if _fits(found, chars):
+            lo, good = mid, found
         else:
             hi = mid - 1
-    return best
+    return good
 
 
 def fit(build: Build, budget_tokens: int) -> Fitted:
     """The grammar for the largest limits whose every output fits ``budget_tokens`` tokens."""
     chars = max(budget_tokens - 1, 1)
-    candidates: list[Fitted] = []
-    for optional, spaces in _SHAPES:
-        found = _search(build, chars, optional=optional, spaces=spaces)
-        if found is not None:
-            if found.t >= _SHORT_STRINGS:
-                return found
-            candidates.append(found)
-    if candidates:
-        return max(candidates, key=lambda c: c.t)
+    # The first shape in which strings of _GOOD_STRINGS characters fit, grown as far as the budget allows.
+    for shape in _SHAPES:
+        found = _measure(build, _GOOD_STRINGS, shape)
+        if _fits(found, chars):
+            return _largest(build, chars, shape, found, _T_MAX)
+    # No shape fits that: the shape with the largest t below it. (A recursive schema may need more depth, i.e.
+    # a larger t, before it has any finite document at all; then nothing smaller fits either.)
+    best: Fitted | None = None
+    for shape in _SHAPES:
+        found = _measure(build, 0, shape)
+        if _fits(found, chars) and (best is None or best.t < _GOOD_STRINGS - 1):
+            found = _largest(build, chars, shape, found, _GOOD_STRINGS - 1)
+            if best is None or found.t > best.t:
+                best = found
+    if best is not None:
+        return best
     # Even the smallest document is longer than the budget: the tightest grammar; the cut-off is then reported.
-    return _measure(build, 0, False, False)
+    return _measure(build, 0, (0, False))

@@ -8,6 +8,7 @@ Must not know: JSON Schema, GBNF text, budgets.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 Ranges = tuple[tuple[int, int], ...]
 """Sorted, disjoint, non-adjacent inclusive code point ranges."""
@@ -40,6 +41,7 @@ def union(*sets: Ranges) -> Ranges:
     return normalize(r for s in sets for r in s)
 
 
+@lru_cache(maxsize=4096)
 def complement(ranges: Ranges) -> Ranges:
     """All Unicode scalar values (surrogates excluded) not in ``ranges``."""
     out: list[tuple[int, int]] = []
@@ -53,10 +55,12 @@ def complement(ranges: Ranges) -> Ranges:
     return tuple(out)
 
 
+@lru_cache(maxsize=4096)
 def intersect(a: Ranges, b: Ranges) -> Ranges:
     return complement(union(complement(a), complement(b)))
 
 
+@lru_cache(maxsize=4096)
 def subtract(a: Ranges, b: Ranges) -> Ranges:
     return intersect(a, complement(b))
 
@@ -87,10 +91,13 @@ NEEDS_ESCAPE: Ranges = normalize([(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C)])
 """Characters that cannot appear raw inside a JSON string."""
 
 
-def split_for_json(ranges: Ranges) -> tuple[Ranges, list[str]]:
+@lru_cache(maxsize=4096)
+def split_for_json(ranges: Ranges) -> tuple[Ranges, tuple[str, ...]]:
     """Split a set into the part written raw and the escape sequences for the rest (one string per character)."""
     raw = subtract(ranges, NEEDS_ESCAPE)
-    escaped = [json_escape_char(cp) for lo, hi in intersect(ranges, NEEDS_ESCAPE) for cp in range(lo, hi + 1)]
+    escaped = tuple(
+        json_escape_char(cp) for lo, hi in intersect(ranges, NEEDS_ESCAPE) for cp in range(lo, hi + 1)
+    )
     return raw, escaped
 
 

@@ -78,10 +78,11 @@ def _label(cap: int) -> ir.Node:
 
 
 def hostname(part_cap: int) -> ir.Node:
+    """Up to four labels and a letters-only top-level name: at most 63 + 2 * 64 + 25 = 216 < 253 characters."""
     label = _label(part_cap)
-    tld = ir.seq(LOWER, ir.rep(LOWER, 1, min(max(part_cap, 1), 62)))
+    tld = ir.seq(LOWER, ir.rep(LOWER, 1, min(max(part_cap, 1), 23)))
     return ir.seq(
-        label, ir.rep(ir.seq(ir.lit("."), label), 0, max(1, min(part_cap // 8, 3))), ir.lit("."), tld
+        label, ir.rep(ir.seq(ir.lit("."), label), 0, max(1, min(part_cap // 8, 2))), ir.lit("."), tld
     )
 
 

@@ -88,12 +88,12 @@ def seq(*items: Node) -> Node:
 
 
 def alt(*items: Node) -> Node:
-    flat: list[Node] = []
+    flat: dict[Node, None] = {}
     for item in items:
         for part in item.items if isinstance(item, Alt) else (item,):
-            if part not in flat:
-                flat.append(part)
-    return flat[0] if len(flat) == 1 else Alt(tuple(flat))
+            flat.setdefault(part)
+    parts = tuple(flat)
+    return parts[0] if len(parts) == 1 else Alt(parts)
 
 
 def rep(item: Node, lo: int, hi: int | None) -> Node:

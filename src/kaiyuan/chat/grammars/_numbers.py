@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from functools import lru_cache
 
 from kaiyuan.chat.grammars import _ir as ir
 
@@ -51,6 +52,7 @@ def _same_length(x: str, y: str) -> ir.Node:
     return ir.alt(*parts)
 
 
+@lru_cache(maxsize=512)
 def natural_range(lo: int, hi: int | None, *, max_digits: int = MAX_INT_DIGITS) -> ir.Node:
     """Decimal integers ``lo <= n <= hi`` without sign or leading zeros (``hi`` None: up to ``max_digits``)."""
     if lo < 0 or (hi is not None and hi < lo):
@@ -65,6 +67,7 @@ def natural_range(lo: int, hi: int | None, *, max_digits: int = MAX_INT_DIGITS) 
     return ir.alt(*parts)
 
 
+@lru_cache(maxsize=512)
 def integer_range(lo: int | None, hi: int | None, *, max_digits: int = MAX_INT_DIGITS) -> ir.Node:
     """JSON integers in ``[lo, hi]`` (None: unbounded on that side, limited to ``max_digits`` digits)."""
     parts: list[ir.Node] = []
@@ -77,6 +80,7 @@ def integer_range(lo: int | None, hi: int | None, *, max_digits: int = MAX_INT_D
     return ir.alt(*parts)
 
 
+@lru_cache(maxsize=512)
 def unbounded_number(*, int_digits: int, fraction_digits: int, exponent: bool) -> ir.Node:
     """Any JSON number with at most the given digit counts."""
     integer = ir.alt(ir.lit("0"), ir.seq(NONZERO, ir.rep(DIGIT, 0, max(int_digits - 1, 0))))
@@ -100,6 +104,7 @@ def _nonzero_fraction(digits: int) -> ir.Node:
     return ir.seq(ir.lit("."), ir.rep(DIGIT, 0, digits - 1), NONZERO)
 
 
+@lru_cache(maxsize=512)
 def bounded_number(
     lo: Fraction | None,
     lo_exclusive: bool,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
@@ -45,7 +46,7 @@ class Limits:
     fraction_digits: int = _numbers.MAX_FRACTION_DIGITS  # digits after the decimal point
     exponent: bool = True  # whether unbounded numbers may carry an exponent
     depth: int | None = None  # how often a recursive $ref (or free-form nesting) may be entered
-    optional: bool = True  # whether optional properties may be written
+    max_optional: int | None = None  # optional properties one object may write (0: required ones only)
     compact: bool = False  # no indentation or escapes (budgeted output) instead of bounded indentation
     spaces: bool = True  # with ``compact``: one optional space after ':' and ','
 
@@ -66,6 +67,7 @@ class Compiler:
         self.ref_rules: dict[object, str] = {}
         self.ref_stack: list[str] = []
         self.shared: dict[str, ir.Ref] = {}
+        self.string_rules: dict[tuple[str, str, int | None, int, int | None], ir.Ref] = {}
         self._validator_cache: object | None = None
 
     # -- entry -----------------------------------------------------------------------------------------------
@@ -415,42 +417,41 @@ class Compiler:
         if pattern is not None:
             if not isinstance(pattern, str):
                 raise invalid((*path, "pattern"), "'pattern' must be a string")
-            try:
-                decoded = _regex.translate(pattern, extra_cap=self.limits.pattern)
-            except _regex.RegexUnsupported as exc:
-                raise unsupported("pattern", path, f"{exc}") from exc
-            except _regex.RegexSyntaxError as exc:
-                raise invalid((*path, "pattern"), str(exc)) from exc
-            decoded = self._fit_length(decoded, lo, hi, "pattern", path)
-            return ir.seq(ir.lit('"'), encode_decoded(decoded), ir.lit('"'))
+            return self._string_rule("pattern", pattern, self.limits.pattern, lo, hi, path)
         if fmt is not None:
-            build = _formats.FORMATS.get(fmt) if isinstance(fmt, str) else None
-            if build is None:
+            if not isinstance(fmt, str) or fmt not in _formats.FORMATS:
                 raise unsupported(
                     "format",
                     path,
                     f"format {fmt!r} is not enforced (supported: {', '.join(sorted(_formats.FORMATS))})",
                 )
             cap = self.limits.string if self.limits.string is not None else 63
-            decoded = self._fit_length(build(max(cap, 1)), lo, hi, "format", path)
-            return ir.seq(ir.lit('"'), encode_decoded(decoded), ir.lit('"'))
+            return self._string_rule("format", fmt, max(cap, 1), lo, hi, path)
         return self.free_string(lo, hi)
 
-    def _fit_length(self, decoded: ir.Node, lo: int, hi: int | None, keyword: str, path: Path) -> ir.Node:
-        span = ir.measure(decoded, {})
-        if lo <= span.lo and (hi is None or (span.hi is not None and span.hi <= hi)):
-            return decoded
-        narrowed = _narrow_length(decoded, lo, hi)
-        if narrowed is None and lo <= span.lo:
-            narrowed = _shrink_repetitions(decoded, hi)
-        if narrowed is None:
-            raise unsupported(
-                keyword,
-                path,
-                f"'{keyword}' together with minLength/maxLength is only supported when the pattern can be "
-                "shortened to fit (or lengthened by one repeated character class)",
-            )
-        return narrowed
+    def _string_rule(
+        self, kind: str, source: str, cap: int | None, lo: int, hi: int | None, path: Path
+    ) -> ir.Node:
+        """A JSON string whose value matches a pattern or a format (one shared rule per distinct string type)."""
+        key = (kind, source, cap, lo, hi)
+        ref = self.string_rules.get(key)
+        if ref is None:
+            try:
+                body = _string_body(kind, source, cap, lo, hi)
+            except _regex.RegexUnsupported as exc:
+                raise unsupported("pattern", path, f"{exc}") from exc
+            except _regex.RegexSyntaxError as exc:
+                raise invalid((*path, "pattern"), str(exc)) from exc
+            if body is None:
+                raise unsupported(
+                    kind,
+                    path,
+                    f"'{kind}' together with minLength/maxLength is only supported when the {kind} can be "
+                    "shortened to fit (or lengthened by one repeated character class)",
+                )
+            ref = self.rules.add(f"{kind}-{source}" if kind == "format" else "pattern", body)
+            self.string_rules[key] = ref
+        return ref
 
     # -- numbers ---------------------------------------------------------------------------------------------
     def _number_node(self, *, integer: bool) -> ir.Node:
@@ -494,6 +495,9 @@ class Compiler:
             hi, hi_excl = xhi, True
         if lo is None and hi is None:
             return self._number_node(integer=integer)
+        key = ("integer" if integer else "number", f"{lo}/{lo_excl}/{hi}/{hi_excl}", None, 0, None)
+        if key in self.string_rules:
+            return self.string_rules[key]
         node = _numbers.bounded_number(
             lo,
             lo_excl,
@@ -508,7 +512,9 @@ class Compiler:
                 path,
                 "no whole number fits these bounds; kaiyuan enforces number bounds at whole-number precision",
             )
-        return node
+        ref = self.rules.add("integer-range" if integer else "number-range", node)
+        self.string_rules[key] = ref
+        return ref
 
     # -- arrays ----------------------------------------------------------------------------------------------
     def _compile_array(self, schema: Schema, path: Path) -> ir.Node:
@@ -645,7 +651,11 @@ class Compiler:
         entries: list[tuple[ir.Node, ir.Node, bool]] = []  # (first form, after-comma form, required)
         comma = ir.seq(ir.lit(","), self.sep())
         for name in names:
-            if name not in required_set and not self.limits.optional and not (min_props and not required_set):
+            if (
+                name not in required_set
+                and self.limits.max_optional == 0
+                and not (min_props and not required_set)
+            ):
                 continue
             sub = props.get(name, explicit_extra if isinstance(explicit_extra, dict) else True)
             value = self.compile(sub, (*path, "properties", name))
@@ -700,6 +710,10 @@ class Compiler:
         """Entries in order: required ones always, optional ones maybe, commas only between present ones."""
         if not entries:
             return ir.EMPTY
+        n_optional = sum(1 for e in entries if not e[2])
+        cap = self.limits.max_optional
+        if cap is not None and cap < n_optional:
+            return self._entries_capped(entries, cap)
         # suffix[i]: entries i.. after at least one entry was written.
         suffix: list[ir.Node] = [ir.EMPTY] * (len(entries) + 1)
         for i in range(len(entries) - 1, -1, -1):
@@ -714,6 +728,27 @@ class Compiler:
             if req:
                 return ir.alt(*starts)
         return ir.opt(ir.alt(*starts))
+
+    def _entries_capped(self, entries: list[tuple[ir.Node, ir.Node, bool]], cap: int) -> ir.Node:
+        """Like ``_entries_body``, but at most ``cap`` optional entries (which ones is the model's choice)."""
+        memo: dict[tuple[int, int, bool], ir.Node] = {}
+
+        def body(i: int, room: int, first: bool) -> ir.Node:
+            if i == len(entries):
+                return ir.EMPTY
+            key = (i, room, first)
+            if key not in memo:
+                first_form, after_form, req = entries[i]
+                form = first_form if first else after_form
+                if req:
+                    node = ir.seq(form, body(i + 1, room, False))
+                else:
+                    take = ir.seq(form, body(i + 1, room - 1, False)) if room else ir.NEVER
+                    node = ir.alt(take, body(i + 1, room, first))
+                memo[key] = self.rules.add("props", node) if i else node
+            return memo[key]
+
+        return body(0, cap, True)
 
     def _extra_key(self, schema: Schema, declared: set[str], path: Path) -> ir.Node:
         names_schema = schema.get("propertyNames")
@@ -767,6 +802,24 @@ class Compiler:
 
 
 # -- decoded trees -> JSON-encoded trees ---------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1024)
+def _string_body(kind: str, source: str, cap: int | None, lo: int, hi: int | None) -> ir.Node | None:
+    """The JSON string (quotes included) for a pattern or format within lengths; None when they cannot agree."""
+    if kind == "pattern":
+        decoded = _regex.translate(source, extra_cap=cap)
+    else:
+        decoded = _formats.FORMATS[source](cap or 1)
+    span = ir.measure(decoded, {})
+    if not (lo <= span.lo and (hi is None or (span.hi is not None and span.hi <= hi))):
+        narrowed = _narrow_length(decoded, lo, hi)
+        if narrowed is None and lo <= span.lo:
+            narrowed = _shrink_repetitions(decoded, hi)
+        if narrowed is None:
+            return None
+        decoded = narrowed
+    return ir.seq(ir.lit('"'), encode_decoded(decoded), ir.lit('"'))
 
 
 def encode_decoded(node: ir.Node) -> ir.Node:
