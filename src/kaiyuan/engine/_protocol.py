@@ -28,9 +28,27 @@ class ThinkBudget:
 
 @dataclass
 class GenerationRequest:
+    """One generation. Contract every engine keeps:
+
+    - ``max_tokens`` (or, when it is None, ``sampling.max_tokens``) caps generated tokens; the room left in the
+      context caps them too. Either ends the stream with ``finish_reason == "length"``. A prompt of ``n_ctx``
+      tokens or more is refused at ``submit`` with ``ContextOverflow``.
+    - An end-of-generation token ends the stream with ``"stop"``; that token is not streamed.
+    - ``sampling.stop`` strings are NOT handled by the engine: the chat layer matches them on the text (holding
+      back a possible partial match) and cancels the handle.
+    - ``grammar`` constrains every generated token; with ``grammar_after`` the output is free until that text has
+      been generated, then the grammar applies to what follows (optional whitespace first).
+    - ``think_budget``: tokens count as thinking from the first one until ``end_text`` appears; when the budget is
+      spent the engine injects the tokens of ``end_text`` (``TokenEvent.forced``) and generation goes on. Forced
+      tokens count as generated tokens.
+    - ``adapter``: a GGUF LoRA file applied to this request only; requests with and without it run side by side.
+    """
+
     prompt: list[int]  # token ids, already rendered and tokenized by the chat layer
     sampling: SamplingParams = field(default_factory=SamplingParams)
-    max_tokens: int | None = None  # resolved limit on generated tokens; None: until the context is full
+    max_tokens: int | None = (
+        None  # resolved limit on generated tokens; None: sampling.max_tokens, else the context
+    )
     grammar: str | None = None  # GBNF constraining the output (llama.cpp grammar syntax), root rule "root"
     grammar_after: str | None = (
         None  # grammar applies only once this text has been generated (e.g. "</think>")
@@ -54,8 +72,8 @@ class EngineStats:
     running: int = 0  # sequences decoding now
     waiting: int = 0  # requests queued for a slot
     slots: int = 0  # sequence slots in total
-    kv_used_cells: int = 0
-    kv_total_cells: int = 0
+    kv_used_cells: int = 0  # KV cells holding tokens (running sequences and cached prefixes)
+    kv_total_cells: int = 0  # KV cells in the cache (n_ctx * slots for llama.cpp)
     prefix_cache_hits: int = 0  # requests that reused a cached prefix
     prefix_cache_tokens: int = 0  # prompt tokens served from the cache in total
     prompt_tokens: int = 0  # prompt tokens processed in total

@@ -286,6 +286,7 @@ def test_utf8_pieces_are_held_until_complete(engine) -> None:
     events = list(handle)
     assert "".join(e.text for e in events) == engine.detokenize([e.token for e in events])
     assert not any("\ufffd" in e.text for e in events)
+    assert any(e.text == "" for e in events)  # some token ended inside a character: its bytes were held back
 
 
 def test_bad_model_file(tmp_path) -> None:
@@ -298,3 +299,34 @@ def test_bad_model_file(tmp_path) -> None:
     with pytest.raises(InvalidModelFile, match="not a GGUF"):
         (tmp_path / "x.gguf").write_text("hello")
         LlamaCppEngine(str(tmp_path / "x.gguf"), n_ctx=64, n_parallel=1, n_threads=1)
+
+
+def test_logit_bias_bans_and_forces(engine) -> None:
+    prompt = engine.tokenize("The capital of France is")
+    free = greedy(engine, "The capital of France is", n=3)
+
+    def run(bias: dict[int, float]) -> list[int]:
+        params = SamplingParams(temperature=0.0, logit_bias=bias)
+        return [
+            e.token for e in engine.submit(GenerationRequest(prompt=prompt, sampling=params, max_tokens=3))
+        ]
+
+    assert run({free[0]: -100.0})[0] != free[0]
+    assert run({42: 100.0}) == [42, 42, 42]
+
+
+def test_penalties_reduce_repetition(engine) -> None:
+    from collections import Counter
+
+    prompt = engine.tokenize("yes yes yes yes yes yes yes yes")
+
+    def most_repeated(**penalties: float) -> int:
+        params = SamplingParams(temperature=0.0, **penalties)
+        tokens = [
+            e.token for e in engine.submit(GenerationRequest(prompt=prompt, sampling=params, max_tokens=12))
+        ]
+        return Counter(tokens).most_common(1)[0][1]
+
+    assert most_repeated() > 1
+    assert most_repeated(presence_penalty=2.0) == 1
+    assert most_repeated(repetition_penalty=1.5) == 1

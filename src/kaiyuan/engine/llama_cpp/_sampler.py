@@ -60,10 +60,9 @@ class Sampler:
         try:
             if s.logit_bias:
                 items = list(s.logit_bias.items())
-                arr = (lib.llama_logit_bias * len(items))()
-                for i, (token, bias) in enumerate(items):
-                    arr[i].token = int(token)
-                    arr[i].bias = float(bias)
+                arr = (lib.llama_logit_bias * len(items))(
+                    *(lib.llama_logit_bias(int(token), float(bias)) for token, bias in items)
+                )
                 lib.llama_sampler_chain_add(
                     chain, lib.llama_sampler_init_logit_bias(model.n_vocab, len(items), arr)
                 )
