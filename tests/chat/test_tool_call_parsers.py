@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kaiyuan.chat import dialect_by_name
+from kaiyuan.chat import DIALECTS, dialect_by_name
 from kaiyuan.chat.tool_call_parsers import PARSERS, coerce_param_value, get_tool_call_parser
 from tests.chat._helpers import TOOLS, parse_chunks, parse_every_split
 
@@ -166,8 +166,62 @@ def test_coerce_param_value(raw: str, schema: dict[str, Any] | None, value: Any)
 
 
 def test_every_dialect_names_a_registered_parser() -> None:
-    from kaiyuan.chat import DIALECTS
-
     assert {d.tool_parser for d in DIALECTS.values()} <= set(PARSERS)
     with pytest.raises(KeyError, match="known"):
         get_tool_call_parser("nope")
+
+
+# Pieces of every family's markup: random soups of them probe the state machines for crashes and for results
+# that depend on how the stream was cut.
+_SOUP = [
+    *(
+        "<tool_call>",
+        "</tool_call>",
+        "<think>",
+        "</think>",
+        "<response>",
+        "</response>",
+        "<",
+        "</",
+        ">",
+        "\n",
+        " ",
+    ),
+    *('{"name": "get_weather", "arguments": ', '{"city": "Paris"}', "{", "}", "[", "]", '"', ",", "; ", "\\"),
+    *("[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "get_weather", "function", "city", "hello", '"parameters": '),
+    *(
+        "<｜tool▁calls▁begin｜>",
+        "<｜tool▁call▁begin｜>",
+        "<｜tool▁sep｜>",
+        "<｜tool▁call▁end｜>",
+        "<｜tool▁calls▁end｜>",
+    ),
+    *("```json\n", "```", "<|tool_calls_section_begin|>", "<|tool_call_begin|>", "functions.get_weather:0"),
+    *("<|tool_call_argument_begin|>", "<|tool_call_end|>", "<|tool_calls_section_end|>", "<|python_tag|>"),
+    *("<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>", "<function=", "<parameter=", "</parameter>"),
+    *("</function>", "<｜DSML｜function_calls>", '<｜DSML｜invoke name="', '">', '<｜DSML｜parameter name="'),
+    *('" string="true">', "</｜DSML｜parameter>", "</｜DSML｜invoke>", "</｜DSML｜function_calls>"),
+    *("<tool_calls:opensource>", "<tool_call:opensource>", "<tool_sep:opensource>", "<arg_key:opensource>"),
+    *(
+        "</arg_key:opensource>",
+        "<arg_value:opensource>",
+        "</arg_value:opensource>",
+        "</tool_call:opensource>",
+    ),
+    *("</tool_calls:opensource>", "<think:opensource>", "</think:opensource>", '{"tool_calls": ['),
+]
+
+
+@pytest.mark.parametrize("name", sorted(DIALECTS))
+def test_random_markup_soup_parses_the_same_however_it_is_cut(name: str) -> None:
+    import random
+
+    dialect = DIALECTS[name]
+    rng = random.Random(name)
+    for _ in range(40):
+        text = "".join(rng.choice(_SOUP) for _ in range(rng.randint(1, 25)))
+        for starts in (False, True):
+            whole = parse_chunks(dialect, [text], tools=TOOLS, starts_in_reasoning=starts)
+            k, j = sorted(rng.randint(0, len(text)) for _ in range(2))
+            for chunks in (list(text), [text[:k], text[k:j], text[j:]]):
+                assert parse_chunks(dialect, chunks, tools=TOOLS, starts_in_reasoning=starts) == whole, text

@@ -14,6 +14,7 @@ built from the small consuming primitives below (each either succeeds and consum
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import string
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from kaiyuan.types import ToolCall, ToolCallDelta
 __all__ = ["ToolCallParser", "ToolParseDelta", "coerce_param_value", "default_call_id"]
 
 _ALPHABET = string.ascii_letters + string.digits
+_NAME = re.compile(r"[\w.\-]{1,256}")  # what a function name may be (OpenAI: [a-zA-Z0-9_-]{1,64})
 
 
 def default_call_id() -> str:
@@ -145,6 +147,7 @@ class ToolCallParser:
         self._out = ToolParseDelta()
         self._scanner: JsonValueScanner | None = None
         self._params_emitted = 0
+        self._params_open = False
 
     # -- public -------------------------------------------------------------------------------------------
 
@@ -161,7 +164,7 @@ class ToolCallParser:
     @property
     def tool_calls(self) -> list[ToolCall]:
         """Every call parsed so far, complete (``arguments`` is the concatenation of the streamed fragments)."""
-        return [ToolCall(name=c.name, arguments=c.arguments or "{}", id=c.id) for c in self._calls]
+        return [ToolCall(name=c.name, arguments=c.arguments, id=c.id) for c in self._calls]
 
     # -- driver -------------------------------------------------------------------------------------------
 
@@ -215,6 +218,8 @@ class ToolCallParser:
     def _give_back_section(self) -> None:
         """The section was not a call: its text is content after all."""
         raw = self._section_raw
+        if not raw:  # nothing consumed: take one character, so the same marker cannot start a section again
+            raw, self._buf = self._buf[:1], self._buf[1:]
         self._in_section = False
         self._pending_ws = self._section_ws
         self._emit_content(raw, allow_leading_strip=False)
@@ -249,6 +254,8 @@ class ToolCallParser:
     # -- call bookkeeping ---------------------------------------------------------------------------------
 
     def _begin_call(self, name: str, call_id: str | None = None) -> None:
+        if not _NAME.fullmatch(name):
+            raise _Malformed(f"{name!r} is not a function name")
         self._close_open_call()
         call = _Call(index=len(self._calls), id=call_id or self._new_id(), name=name)
         self._calls.append(call)
@@ -271,17 +278,26 @@ class ToolCallParser:
         """One completed key/value parameter, as the next fragment of a JSON object."""
         prefix = "{" if self._params_emitted == 0 else ", "
         self._params_emitted += 1
+        self._params_open = True
         self._emit_args(
             prefix + json.dumps(key, ensure_ascii=False) + ": " + json.dumps(value, ensure_ascii=False)
         )
 
     def _end_params(self) -> None:
         self._emit_args("{}" if self._params_emitted == 0 else "}")
+        self._params_open = False
         self._close_open_call()
 
     def _close_open_call(self) -> None:
+        """Close the open call; one cut short still gets a JSON object (``{}``, or its parameters closed)."""
+        if self._open is not None:
+            if self._params_open:
+                self._emit_args("}")
+            elif not self._open.arguments:
+                self._emit_args("{}")
         self._open = None
         self._scanner = None
+        self._params_open = False
 
     def _param_schema(self, function: str, param: str) -> dict[str, Any] | None:
         props = self._functions.get(function, {}).get("parameters", {})
@@ -387,6 +403,8 @@ class ToolCallParser:
         fragment = self._buf[:n]
         self._consume(n)
         self._emit_args(fragment)
+        if self._scanner.error:
+            raise _Malformed("the arguments are not JSON")
         if not self._scanner.done:
             raise _NeedMore
         self._scanner = None

@@ -60,6 +60,8 @@ def scan_value(text: str, i: int, *, final: bool = False) -> int | None:
     if c in "{[":
         scanner = JsonValueScanner()
         n = scanner.feed(text[i:])
+        if scanner.error:
+            raise JsonScanError(f"unbalanced {text[i + n]!r}")
         return i + n if scanner.done else None
     if c == '"':
         return scan_string(text, i)
@@ -96,14 +98,18 @@ class JsonValueScanner:
         self._escape = False
         self._started = False
         self.done = False
+        self.error = False
 
     def feed(self, text: str) -> int:
+        """How many characters of ``text`` belong to the value. At a character that cannot, stop before it and
+        set ``error`` (so what was valid so far is the same however the text was split)."""
         for n, c in enumerate(text):
-            if self.done:
+            if self.done or self.error:
                 return n
             if not self._started:
                 if c not in "{[":
-                    raise JsonScanError("expected an object or array")
+                    self.error = True
+                    return n
                 self._started = True
                 self._stack.append("}" if c == "{" else "]")
                 continue
@@ -121,7 +127,8 @@ class JsonValueScanner:
                 self._stack.append("}" if c == "{" else "]")
             elif c in "}]":
                 if not self._stack or self._stack[-1] != c:
-                    raise JsonScanError(f"unbalanced {c!r}")
+                    self.error = True
+                    return n
                 self._stack.pop()
                 if not self._stack:
                     self.done = True
