@@ -37,12 +37,20 @@ def lora_path(tmp_path_factory: pytest.TempPathFactory, model_path: str) -> str:
     large enough to change what the model writes, small enough to keep it from turning chaotic."""
     import gguf
 
-    reader = gguf.GGUFReader(model_path)
-    targets = {
-        t.name: [int(x) for x in t.shape]
-        for t in reader.tensors
-        if t.name.endswith(("attn_q.weight", "ffn_down.weight"))
-    }
+    from kaiyuan.engine.llama_cpp._model import Model
+
+    model = Model(model_path)  # metadata through llama.cpp: faster than parsing the GGUF's tokenizer arrays
+    try:
+        n_layer, n_embd, n_ff = (
+            int(model.meta(f"llama.{key}") or 0)
+            for key in ("block_count", "embedding_length", "feed_forward_length")
+        )
+    finally:
+        model.close()
+    targets = {}
+    for i in range(n_layer):
+        targets[f"blk.{i}.attn_q.weight"] = (n_embd, n_embd)  # (n_in, n_out)
+        targets[f"blk.{i}.ffn_down.weight"] = (n_ff, n_embd)
     path = tmp_path_factory.mktemp("lora") / "smollm2-test-lora.gguf"
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_string("general.type", "adapter")
