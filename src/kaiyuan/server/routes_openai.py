@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from kaiyuan.chat import ChatStream, collect_stream, start_chat, start_completion
-from kaiyuan.errors import KaiyuanError, ModelNotFound
+from kaiyuan.errors import InvalidRequest, KaiyuanError, ModelNotFound
 from kaiyuan.license import license_summary
 from kaiyuan.protocol import convert
 from kaiyuan.protocol import openai as oa
@@ -93,17 +93,19 @@ async def get_model(model_id: str, request: Request) -> Response:
     runtime = get_runtime(request)
 
     def find() -> oa.ModelObject:
-        manifest = runtime.store.resolve(model_id)
+        try:
+            manifest = runtime.store.resolve(model_id)
+        except InvalidRequest as exc:  # not even a valid name: for a path lookup that is simply "not found"
+            raise ModelNotFound(f"no model {model_id!r}: {exc.message}", param="model_id") from exc
+        except ModelNotFound as exc:
+            exc.param = "model_id"
+            raise
         info = manifest.to_model_info()
         return convert.model_object(
             info, loaded=runtime.models.is_loaded(info.name), license=_license_of(manifest)
         )
 
-    try:
-        return _json(await asyncio.to_thread(find))
-    except ModelNotFound as exc:
-        exc.param = "model_id"
-        raise
+    return _json(await asyncio.to_thread(find))
 
 
 # -- generation helpers --------------------------------------------------------------------------------------
