@@ -204,6 +204,16 @@ def test_sandbox_escape_is_refused_and_nothing_runs(payload: str, tmp_path: Path
     assert "malicious" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "payload",
+    ["{{ 'x' * 10**12 }}", "{{ [0] * 2000000 }}", "{{ 10 ** 100000 }}", "{{ (2 ** 1000) ** 1000 }}"],
+)
+def test_templates_cannot_exhaust_memory_with_arithmetic(payload: str) -> None:
+    with pytest.raises(TemplateError, match="too large"):
+        ChatTemplate(payload).render(USER)
+    assert render("{{ 'ab' * 3 }}{{ 2 ** 10 }}{{ 3 * 4 }}") == "ababab102412"
+
+
 def test_every_fixture_template_compiles_in_the_sandbox() -> None:
     for path in sorted(FIXTURES.glob("*.jinja")):
         ChatTemplate(path.read_text(encoding="utf-8"))  # raises on a syntax error or unknown tag

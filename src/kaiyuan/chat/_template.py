@@ -82,11 +82,40 @@ _PROBE_TOOLS = [
     }
 ]
 
+_MAX_EXPONENT = 1024
+_MAX_BITS = 100_000
+_MAX_REPEAT = 1_000_000
+
 _LIST_MUTATORS = frozenset({"append", "pop", "extend", "insert"})
 
 
 class _ChatSandbox(ImmutableSandboxedEnvironment):
-    """ImmutableSandboxedEnvironment that fails loudly on unsafe access and lets templates grow their own lists."""
+    """ImmutableSandboxedEnvironment that fails loudly on unsafe access, lets templates grow their own lists and
+    refuses arithmetic that would exhaust memory or time (``'x' * 10**12``, ``10 ** 10 ** 10``)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if (
+            operator == "**"
+            and isinstance(right, int | float)
+            and (
+                abs(right) > _MAX_EXPONENT
+                or (isinstance(left, int) and abs(left).bit_length() * right > _MAX_BITS)
+            )
+        ):
+            raise jinja2.TemplateRuntimeError(f"the power {right} is too large for a chat template")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(times, int)
+                    and len(seq) * times > _MAX_REPEAT
+                ):
+                    raise jinja2.TemplateRuntimeError(
+                        "a repeated string or list is too large for a chat template"
+                    )
+        return super().call_binop(context, operator, left, right)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if isinstance(obj, list) and attr in _LIST_MUTATORS:
