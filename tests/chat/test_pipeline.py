@@ -23,7 +23,7 @@ from kaiyuan.chat import (
     stream_chat,
 )
 from kaiyuan.engine import FakeEngine, GenerationRequest
-from kaiyuan.errors import ContextOverflow, Overloaded, UnsupportedFeature
+from kaiyuan.errors import ContextOverflow, InvalidRequest, Overloaded, UnsupportedFeature
 from kaiyuan.types import ChatRequest, Chunk, CompletionRequest, Message, SamplingParams
 from tests.fixtures.tiny_gguf import template_text
 
@@ -360,3 +360,10 @@ def test_model_without_template_uses_chatml_fallback(model_factory) -> None:
     complete_chat_sync(model, chat("Hello"))
     rendered = model.engine.detokenize(model.engine.requests[0].prompt)
     assert rendered == "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_chat_template_kwargs_cannot_replace_the_conversation(model_factory) -> None:
+    model = model_factory(["x"])
+    with pytest.raises(InvalidRequest) as info:
+        start_chat(model, chat(chat_template_kwargs={"tools": [], "add_generation_prompt": False}))
+    assert info.value.param == "chat_template_kwargs" and "add_generation_prompt, tools" in info.value.message

@@ -167,3 +167,20 @@ def test_web_ui_is_served_at_root_without_shadowing_the_api(fake_server) -> None
     if (_app.STATIC_DIR / "index.html").is_file():
         assert root.status_code == 200 and "text/html" in root.headers["content-type"]
     assert run(get(app, "/v1/chat/completions")).status_code == 405
+
+
+def test_cors_is_off_unless_configured(fake_server) -> None:
+    preflight = {"Origin": "http://app.example", "Access-Control-Request-Method": "POST"}
+    app, _ = fake_server()
+    resp = run(get(app, "/v1/models", headers={"Origin": "http://app.example"}))
+    assert "access-control-allow-origin" not in resp.headers
+    app, _ = fake_server(settings={"cors_origins": "http://app.example"})
+
+    async def options():
+        from tests.server._support import client
+
+        async with client(app) as c:
+            return await c.options("/v1/chat/completions", headers=preflight)
+
+    resp = run(options())
+    assert resp.status_code == 200 and resp.headers["access-control-allow-origin"] == "http://app.example"

@@ -93,6 +93,7 @@ class ChatModel:
     template: Any  # kaiyuan.chat.ChatTemplate
     info: ModelInfo | None = None
     max_reasoning_tokens: int | None = None
+    default_system: str | None = None  # system message used when a request has none (the model's SYSTEM)
 
     @property
     def dialect(self) -> Any:
@@ -238,9 +239,10 @@ class _ChoiceDecoder:
     def _chunk(self, released: list[tuple[str, TokenLogprob | None]], final: bool = False) -> Chunk | None:
         text = "".join(t for t, _ in released)
         lps = [lp for _, lp in released if lp is not None]
-        content, reasoning, calls = text, "", []
+        content, reasoning = text, ""
+        calls: list[ToolCallDelta] = []
         if self._parser is not None:
-            content, reasoning, calls = "", "", []
+            content = ""
             if text:
                 content, reasoning, calls = _split(self._parser.feed(text))
             if final:
@@ -470,12 +472,19 @@ def _plan_chat(model: ChatModel, request: ChatRequest) -> _Plan:
             param="response_format",
         )
 
+    reserved = sorted({"messages", "tools", "add_generation_prompt"} & set(request.chat_template_kwargs))
+    if reserved:
+        raise InvalidRequest(
+            f"chat_template_kwargs may not set {', '.join(reserved)}: those come from the request itself",
+            param="chat_template_kwargs",
+        )
     kwargs = dict(request.chat_template_kwargs)
     if request.reasoning_effort is not None:
         kwargs.setdefault("reasoning_effort", request.reasoning_effort)
-    prompt = model.template.render(
-        request.messages, tools=tools or None, add_generation_prompt=True, **kwargs
-    )
+    messages = list(request.messages)
+    if model.default_system and not any(m.role in ("system", "developer") for m in messages):
+        messages.insert(0, Message(role="system", content=model.default_system))
+    prompt = model.template.render(messages, tools=tools or None, add_generation_prompt=True, **kwargs)
 
     max_tokens = request.sampling.max_tokens
     thinking = False

@@ -62,10 +62,17 @@ DEFAULT_N_LIMIT = 16
 class NativeChoice(Protocol):
     """What the chat layer's finished choice offers (``kaiyuan.chat.ChoiceResult`` satisfies it)."""
 
-    index: int
-    message: Message
-    finish_reason: str | None
-    logprobs: list[TokenLogprob]
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def message(self) -> Message: ...
+
+    @property
+    def finish_reason(self) -> str | None: ...
+
+    @property
+    def logprobs(self) -> list[TokenLogprob]: ...
 
 
 def new_id(prefix: str) -> str:
