@@ -20,6 +20,7 @@ Environment variables (each maps to the field of the same name):
     KAIYUAN_REASONING_FIELD reasoning_content | reasoning; default reasoning_content
     KAIYUAN_LOG_LEVEL       logging level; default WARNING
     KAIYUAN_HF_ENDPOINT     Hugging Face endpoint (falls back to HF_ENDPOINT); default https://huggingface.co
+    KAIYUAN_HF_TOKEN        Hugging Face access token for pulls (falls back to HF_TOKEN); default none
     KAIYUAN_MODELSCOPE_ENDPOINT  ModelScope endpoint; default https://www.modelscope.cn
     KAIYUAN_OLLAMA_REGISTRY Ollama registry; default https://registry.ollama.ai
 """
@@ -66,6 +67,7 @@ class Settings:
     reasoning_field: str = "reasoning_content"  # name of the reasoning field in OpenAI responses
     log_level: str = "WARNING"  # logging level name
     hf_endpoint: str = "https://huggingface.co"  # Hugging Face hub endpoint
+    hf_token: str | None = field(default=None, repr=False)  # Hugging Face access token for pulls; None = anonymous
     modelscope_endpoint: str = "https://www.modelscope.cn"  # ModelScope hub endpoint
     ollama_registry: str = "https://registry.ollama.ai"  # Ollama registry endpoint
     policy: dict[str, Any] = field(default_factory=dict)  # raw [policy] table of kaiyuan.toml
@@ -106,6 +108,7 @@ _FIELD_TYPES: dict[str, type] = {
     "reasoning_field": str,
     "log_level": str,
     "hf_endpoint": str,
+    "hf_token": str,
     "modelscope_endpoint": str,
     "ollama_registry": str,
 }
@@ -169,6 +172,8 @@ def load_settings(env: dict[str, str] | None = None, **flags: Any) -> Settings:
             values[name] = _coerce(name, raw, f"environment {_ENV_PREFIX}{name.upper()}")
     if "hf_endpoint" not in values and env.get("HF_ENDPOINT"):
         values["hf_endpoint"] = env["HF_ENDPOINT"]
+    if "hf_token" not in values and env.get("HF_TOKEN"):
+        values["hf_token"] = env["HF_TOKEN"]
 
     for name, raw in flags.items():
         if raw is None:
