@@ -367,3 +367,16 @@ def test_chat_template_kwargs_cannot_replace_the_conversation(model_factory) -> 
     with pytest.raises(InvalidRequest) as info:
         start_chat(model, chat(chat_template_kwargs={"tools": [], "add_generation_prompt": False}))
     assert info.value.param == "chat_template_kwargs" and "add_generation_prompt, tools" in info.value.message
+
+
+def test_default_system_applies_only_when_the_request_has_none(model_factory) -> None:
+    model = model_factory(["x"])
+    model.default_system = "Answer in French."
+    complete_chat_sync(model, chat("Hi"))
+    own = ChatRequest(
+        model="fake", messages=[Message(role="system", content="Answer in Welsh."), Message(role="user", content="Hi")]
+    )
+    complete_chat_sync(model, own)
+    first, second = (model.engine.detokenize(r.prompt) for r in model.engine.requests)
+    assert "Answer in French." in first
+    assert "Answer in Welsh." in second and "French" not in second

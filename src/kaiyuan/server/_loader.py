@@ -83,6 +83,7 @@ def make_loader(
             template,
             info=info,
             max_reasoning_tokens=per_model.get("max_reasoning_tokens"),
+            default_system=manifest.system,
         )
 
     return load
