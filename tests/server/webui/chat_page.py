@@ -12,7 +12,8 @@ from playwright.sync_api import Locator, Page, expect
 
 __all__ = ["ChatPage"]
 
-REPLY_TIMEOUT_MS = 180_000  # one llama.cpp thread on a shared machine: be patient, the test still fails if stuck
+# One llama.cpp thread on a shared machine: be patient; a stuck reply still fails the test.
+REPLY_TIMEOUT_MS = 180_000
 
 
 class ChatPage:
@@ -47,21 +48,28 @@ class ChatPage:
         return self.page.locator("article.msg-user")
 
     @property
+    def question_texts(self) -> Locator:
+        return self.page.locator("article.msg-user .msg-body")
+
+    @property
     def conversations(self) -> Locator:
         return self.page.locator("#conversation-list .conversation-open")
 
     # -- actions -----------------------------------------------------------------------------------------------
 
-    def open(self) -> ChatPage:
+    def open(self, model: str | None = None) -> ChatPage:
+        """Load the page, wait for the model list, and pick ``model`` when given."""
         self.page.goto(self.url)
         expect(self.model).to_be_enabled(timeout=30_000)
+        if model:
+            self.model.select_option(model)
         return self
 
     def ask(self, text: str) -> None:
-        """Type ``text`` and press Enter; returns once the reply is streaming (Stop shown)."""
+        """Type ``text`` and press Enter (the page takes the text at once; the reply may still be streaming)."""
         self.message.fill(text)
         self.message.press("Enter")
-        expect(self.stop_button).to_be_visible()
+        expect(self.message).to_have_value("")
 
     def wait_reply(self, timeout: float = REPLY_TIMEOUT_MS) -> Locator:
         """Wait until no reply is streaming; returns the last answer."""
@@ -70,18 +78,23 @@ class ChatPage:
         return self.answers.last
 
     def settings(self, **fields: str) -> None:
-        """Open Settings, fill fields by label (system_prompt, temperature, max_tokens, api_key), Save."""
+        """Open Settings, set fields by label (system_prompt, temperature, max_tokens, thinking, api_key), Save."""
         labels = {
             "system_prompt": "System prompt",
             "temperature": "Temperature",
             "max_tokens": "Max tokens",
+            "thinking": "Thinking",
             "api_key": "API key",
         }
         self.page.get_by_role("button", name="Settings").click()
         dialog = self.page.get_by_role("dialog", name="Settings")
         expect(dialog).to_be_visible()
         for key, value in fields.items():
-            dialog.get_by_label(labels[key], exact=True).fill(value)
+            field = dialog.get_by_label(labels[key], exact=True)
+            if key == "thinking":
+                field.select_option(label=value)
+            else:
+                field.fill(value)
         dialog.get_by_role("button", name="Save").click()
         expect(dialog).to_be_hidden()
 

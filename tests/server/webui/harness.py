@@ -71,7 +71,9 @@ def run_kaiyuan(home: Path, *args: str, timeout: float = 120) -> subprocess.Comp
         check=False,
     )
     if done.returncode != 0:
-        raise AssertionError(f"kaiyuan {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+        raise AssertionError(
+            f"kaiyuan {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
     return done
 
 

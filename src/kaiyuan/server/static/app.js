@@ -4,7 +4,7 @@
 // (open, rename, delete, export), the thread (user messages as plain text, assistant answers as Markdown from
 // markdown.js, reasoning in a folded "Thinking" section), the composer (Enter sends, Shift+Enter new line, Esc
 // stops), streaming with Stop (AbortController) and Regenerate, and the settings dialog (system prompt,
-// temperature, max tokens, API key). Model output only ever reaches the page through renderMarkdown or
+// temperature, max tokens, thinking on/off, API key). Model output only ever reaches the page through renderMarkdown or
 // textContent. Must not know: HTTP details (api.js) or storage keys (store.js).
 
 import { ApiError, listModels, streamChat } from "./api.js";
@@ -49,6 +49,7 @@ const ui = {
   systemPrompt: $("system-prompt"),
   temperature: $("temperature"),
   maxTokens: $("max-tokens"),
+  thinking: $("thinking"),
   apiKey: $("api-key"),
   settingsCancel: $("settings-cancel"),
 };
@@ -242,6 +243,7 @@ function fillModelPicker() {
   }
   ui.model.disabled = !state.models.length;
   if (wanted && state.models.some((m) => m.id === wanted)) ui.model.value = wanted;
+  else if (state.models.some((m) => m.loaded)) ui.model.value = state.models.find((m) => m.loaded).id; // no wait to load
   renderBadges();
 }
 
@@ -561,6 +563,7 @@ async function generate(conv) {
     temperature: state.settings.temperature,
     max_tokens: state.settings.maxTokens,
   };
+  if (state.settings.thinking) payload.chat_template_kwargs = { enable_thinking: state.settings.thinking === "on" };
   conv.messages.push(message);
   conv.updated = Date.now();
   const controller = new AbortController();
@@ -665,6 +668,7 @@ function openSettings(alertText) {
   ui.systemPrompt.value = state.settings.systemPrompt;
   ui.temperature.value = String(state.settings.temperature);
   ui.maxTokens.value = String(state.settings.maxTokens);
+  ui.thinking.value = state.settings.thinking;
   ui.apiKey.value = state.settings.apiKey;
   ui.settingsAlert.hidden = !alertText;
   ui.settingsAlert.textContent = alertText || "";
@@ -681,6 +685,7 @@ function saveSettingsFromDialog() {
     systemPrompt: ui.systemPrompt.value,
     temperature: Number.isFinite(temperature) ? Math.min(Math.max(temperature, 0), 2) : state.settings.temperature,
     maxTokens: Number.isInteger(maxTokens) && maxTokens > 0 ? maxTokens : state.settings.maxTokens,
+    thinking: ui.thinking.value,
     apiKey: ui.apiKey.value.trim(),
   };
   const problem = saveSettings(state.settings);

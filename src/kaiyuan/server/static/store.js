@@ -3,7 +3,7 @@
 // Owns: the stored shapes and their keys. A conversation is
 //   {id, title, model, created, updated, messages: [{role, content, reasoning?, reasoningTokens?, reasoningMs?,
 //    model?, error?, stopped?}]}
-// and settings are {systemPrompt, temperature, maxTokens, apiKey, model}. Reading tolerates damaged or foreign
+// and settings are {systemPrompt, temperature, maxTokens, thinking, apiKey, model}. Reading tolerates damaged or foreign
 // data (it is dropped, never thrown); writing reports a full storage instead of failing silently.
 // Must not know the DOM or the server.
 
@@ -14,6 +14,7 @@ export const DEFAULT_SETTINGS = Object.freeze({
   systemPrompt: "",
   temperature: 0.7,
   maxTokens: 1024,
+  thinking: "", // "" model default, "on", "off": sent as chat_template_kwargs.enable_thinking
   apiKey: "",
   model: "",
 });
@@ -89,6 +90,7 @@ export function loadSettings() {
     if (typeof raw.systemPrompt === "string") s.systemPrompt = raw.systemPrompt;
     if (Number.isFinite(raw.temperature)) s.temperature = raw.temperature;
     if (Number.isInteger(raw.maxTokens) && raw.maxTokens > 0) s.maxTokens = raw.maxTokens;
+    if (["", "on", "off"].includes(raw.thinking)) s.thinking = raw.thinking;
     if (typeof raw.apiKey === "string") s.apiKey = raw.apiKey;
     if (typeof raw.model === "string") s.model = raw.model;
   }
