@@ -30,33 +30,33 @@ def test_common_prefix() -> None:
 
 def test_plan_prefers_cached_free_slot_and_lru() -> None:
     cache = PrefixCache(3)
-    a = cache.plan([1, 2, 3, 4], None)
+    a = cache.plan([1, 2, 3, 4])
     assert a.reuse == 0 and a.copy_from is None
-    cache.occupy(a, None)
+    cache.occupy(a)
     a.slot.tokens.extend([1, 2, 3, 4, 9])
     cache.release(a.slot)
-    again = cache.plan([1, 2, 3, 4], None)
+    again = cache.plan([1, 2, 3, 4])
     assert again.slot is a.slot and again.reuse == 3  # the last prompt token is always evaluated
-    other = cache.plan([7, 7], None)
+    other = cache.plan([7, 7])
     assert other.slot is not a.slot and other.reuse == 0  # an unrelated prompt keeps the cached slot alive
-    assert cache.plan([1, 2, 3, 4], "adapter.gguf").reuse == 0  # KV of another adapter is never reused
+    assert cache.plan([1, 2, 3, 4], ("adapter.gguf",)).reuse == 0  # KV of another adapter is never reused
 
 
 def test_plan_copies_from_busy_slot() -> None:
     cache = PrefixCache(2, min_copy=4)
-    first = cache.plan(list(range(50)), None)
-    cache.occupy(first, None)
+    first = cache.plan(list(range(50)))
+    cache.occupy(first)
     first.slot.tokens.extend(range(50))
-    plan = cache.plan([*range(40), 99], None)
+    plan = cache.plan([*range(40), 99])
     assert plan.copy_from is first.slot and plan.slot is not first.slot and plan.reuse == 40
-    cache.occupy(plan, None)
+    cache.occupy(plan)
     assert plan.slot.tokens == list(range(40))
     assert not cache.has_free()
     with pytest.raises(LookupError):
-        cache.plan([1], None)
+        cache.plan([1])
     small = PrefixCache(2, min_copy=4)
     busy = small.plan([1, 2, 3], None)
-    small.occupy(busy, None)
+    small.occupy(busy)
     busy.slot.tokens.extend([1, 2, 3])
     assert small.plan([1, 2, 3, 5], None).copy_from is None  # 3 tokens are not worth a copy
 

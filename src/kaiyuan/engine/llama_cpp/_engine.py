@@ -40,7 +40,9 @@ class LlamaCppEngine:
     ``n_batch`` caps the tokens decoded per step (prompt chunks included). ``flash_attn`` is ``off`` by default:
     measured slower for CPU decode here once contexts pass a few hundred tokens. ``kv_unified`` keeps all
     sequences in one KV pool, which makes cross-slot prefix copies exact and nearly free; see docs/engine.md for
-    the measured trade-off. ``adapters`` are GGUF LoRA files loaded up front (others load on first request).
+    the measured trade-off. ``adapters`` are GGUF LoRA files applied (stacked, scale 1) to every request that
+    does not name its own ``GenerationRequest.adapter`` — an adapter model served as base + LoRA. A request's
+    ``adapter`` replaces them for that request; adapter files load once, on first use.
     """
 
     def __init__(
@@ -72,8 +74,8 @@ class LlamaCppEngine:
         self._embedder: Embedder | None = None
         self._embed_lock = threading.Lock()
         try:
-            for path in adapters:
-                self.model.adapter(path)
+            self.default_adapters = tuple(self.model.adapter_key(p) for p in adapters)
+            self._default_ptrs = [self.model.adapter(p) for p in self.default_adapters]
             self.ctx = self._context(n_ctx, n_parallel, n_batch, flash_attn, kv_unified)
             n_ctx_seq = int(lib.llama_n_ctx_seq(self.ctx))
             if n_ctx_seq < n_ctx:  # llama.cpp never gives less, but the limit below must hold
@@ -132,7 +134,14 @@ class LlamaCppEngine:
         if self._closed:
             raise EngineError("the engine is closed; load the model again")
         check_request(request, self.n_ctx, self.n_vocab)
-        adapter_ptr = self.model.adapter(request.adapter) if request.adapter else None
+        adapter: tuple[str, ...]
+        if request.adapter:
+            adapter, adapter_ptrs = (
+                (self.model.adapter_key(request.adapter),),
+                [self.model.adapter(request.adapter)],
+            )
+        else:
+            adapter, adapter_ptrs = self.default_adapters, self._default_ptrs
         think = ThinkTracker(request.think_budget) if request.think_budget is not None else None
         forced = self.tokenize(request.think_budget.end_text) if request.think_budget is not None else []
         sampler = Sampler.build(self.model, request)
@@ -142,8 +151,8 @@ class LlamaCppEngine:
             handle=handle,
             sampler=sampler,
             limit=generation_limit(request, self.n_ctx),
-            adapter=self.model.adapter_key(request.adapter),
-            adapter_ptr=adapter_ptr,
+            adapter=adapter,
+            adapter_ptrs=adapter_ptrs,
             think=think,
             forced_tokens=forced,
         )

@@ -147,8 +147,9 @@ class Model:
             self._adapters[key] = ptr
             return ptr
 
-    def adapter_key(self, path: str | None) -> str | None:
-        return None if path is None else os.path.realpath(path)
+    def adapter_key(self, path: str) -> str:
+        """The canonical name of an adapter file (its real path)."""
+        return os.path.realpath(path)
 
     def close(self) -> None:
         with self._adapter_lock:

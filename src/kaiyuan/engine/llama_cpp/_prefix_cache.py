@@ -37,7 +37,7 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 class Slot:
     seq: int  # llama.cpp sequence id
     tokens: list[int] = field(default_factory=list)  # tokens whose KV this sequence holds, positions 0..len-1
-    adapter: str | None = None  # adapter the KV was computed with
+    adapter: tuple[str, ...] = ()  # LoRA adapters the KV was computed with (() for the base model)
     busy: bool = False
     last_used: int = 0  # admission counter of the last request (LRU eviction)
 
@@ -62,7 +62,7 @@ class PrefixCache:
     def has_free(self) -> bool:
         return any(not s.busy for s in self.slots)
 
-    def plan(self, prompt: Sequence[int], adapter: str | None) -> Plan:
+    def plan(self, prompt: Sequence[int], adapter: tuple[str, ...] = ()) -> Plan:
         """Choose a free slot for ``prompt``; raises ``LookupError`` when none is free."""
         free = [s for s in self.slots if not s.busy]
         if not free:
@@ -84,7 +84,7 @@ class PrefixCache:
             return Plan(slot=lru, reuse=shared[id(best_any)], copy_from=best_any)
         return Plan(slot=best_free, reuse=shared[id(best_free)])
 
-    def occupy(self, plan: Plan, adapter: str | None) -> None:
+    def occupy(self, plan: Plan, adapter: tuple[str, ...] = ()) -> None:
         """Record the plan as applied: the slot is busy and holds the reused prefix."""
         slot = plan.slot
         source = plan.copy_from.tokens if plan.copy_from is not None else slot.tokens

@@ -49,8 +49,8 @@ class Job:
     handle: GenerationHandle
     sampler: Sampler
     limit: int  # tokens it may generate: max_tokens capped by the context
-    adapter: str | None  # resolved adapter path (None: the base model)
-    adapter_ptr: Any = None
+    adapter: tuple[str, ...]  # resolved LoRA paths applied to this request (() for the base model)
+    adapter_ptrs: list[Any] = field(default_factory=list)
     think: ThinkTracker | None = None
     forced_tokens: list[int] = field(default_factory=list)  # tokens of the think budget's end_text
     slot: Slot | None = None
@@ -86,7 +86,7 @@ class Scheduler:
         self._waiting: deque[Job] = deque()
         self._running: list[Job] = []
         self._closed = False
-        self._current_adapter: str | None = None
+        self._current_adapter: tuple[str, ...] = ()
         self._turn = 0
         self._stats = EngineStats(slots=n_parallel, kv_total_cells=int(lib.llama_n_ctx(ctx)))
         self.step_seconds = 0.0  # time spent in llama_decode in total (for benchmarks)
@@ -237,20 +237,17 @@ class Scheduler:
                 index, job.out_index = job.out_index, -1
                 self._on_logits(job, index)
 
-    def _choose_group(self, ready: list[Job]) -> str | None:
-        """The adapter whose sequences run this step; groups take turns. Sets it on the context."""
+    def _choose_group(self, ready: list[Job]) -> tuple[str, ...]:
+        """The adapter set whose sequences run this step; sets take turns. Applies it to the context."""
         groups = list(dict.fromkeys(j.adapter for j in ready))
         group = groups[self._turn % len(groups)] if len(groups) > 1 else groups[0]
         self._turn += 1
         if group != self._current_adapter:
-            if group is None:
-                lib.llama_set_adapters_lora(self.ctx, None, 0, None)
-            else:
-                ptr = next(j.adapter_ptr for j in ready if j.adapter == group)
-                arr = (lib.llama_adapter_lora_p_ctypes * 1)(ptr)
-                scales = (ctypes.c_float * 1)(1.0)
-                if lib.llama_set_adapters_lora(self.ctx, arr, 1, scales) != 0:
-                    raise EngineError(f"llama.cpp could not apply the LoRA adapter {group}")
+            ptrs = next(j.adapter_ptrs for j in ready if j.adapter == group)
+            arr = (lib.llama_adapter_lora_p_ctypes * len(ptrs))(*ptrs) if ptrs else None
+            scales = (ctypes.c_float * len(ptrs))(*([1.0] * len(ptrs))) if ptrs else None
+            if lib.llama_set_adapters_lora(self.ctx, arr, len(ptrs), scales) != 0:
+                raise EngineError(f"llama.cpp could not apply the LoRA adapters {', '.join(group)}")
             self._current_adapter = group
         return group
 
