@@ -183,7 +183,10 @@ def test_unknown_fields_are_accepted_and_logged_once(fake_server, caplog) -> Non
     assert len(hits) == 1
 
 
-def test_ignored_openai_fields_do_not_fail(fake_server) -> None:
+def test_ignored_openai_fields_do_not_fail_and_are_logged_once(fake_server, caplog, monkeypatch) -> None:
+    from kaiyuan.protocol import convert
+
+    monkeypatch.setattr(convert, "_logged_ignored", set())
     app, _ = fake_server()
     extras = dict(
         store=True,
@@ -195,4 +198,9 @@ def test_ignored_openai_fields_do_not_fail(fake_server) -> None:
         modalities=["text"],
         stream_options={"include_obfuscation": False},
     )
-    assert run(post(app, "/v1/chat/completions", body(**extras))).status_code == 200
+    with caplog.at_level(logging.INFO, logger="kaiyuan.protocol.convert"):
+        for _ in range(2):
+            assert run(post(app, "/v1/chat/completions", body(**extras))).status_code == 200
+    for name in ("metadata", "service_tier", "verbosity"):
+        logged = [r for r in caplog.records if repr(name) in r.getMessage()]
+        assert len(logged) == 1

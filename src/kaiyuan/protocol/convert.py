@@ -16,6 +16,7 @@ helpers first (``flatten_text``, ``sampling_from``, ``native_tool_calls``), then
 from __future__ import annotations
 
 import base64
+import logging
 import struct
 import time
 import uuid
@@ -56,7 +57,30 @@ __all__ = [
     "usage_to_openai",
 ]
 
-DEFAULT_N_LIMIT = 16
+log = logging.getLogger(__name__)
+
+# OpenAI fields kaiyuan accepts but that change nothing here; each is logged once when a client sends it.
+_IGNORED_FIELDS = (
+    "metadata",
+    "prompt_cache_key",
+    "safety_identifier",
+    "service_tier",
+    "store",
+    "user",
+    "verbosity",
+)
+_logged_ignored: set[str] = set()
+
+
+def _log_ignored(req: Any) -> None:
+    for name in _IGNORED_FIELDS:
+        if getattr(req, name, None) is not None and name not in _logged_ignored:
+            _logged_ignored.add(name)
+            log.info("accepting %r but it has no effect in kaiyuan (logged once)", name)
+    options = getattr(req, "stream_options", None)
+    if options is not None and options.include_obfuscation and "include_obfuscation" not in _logged_ignored:
+        _logged_ignored.add("include_obfuscation")
+        log.info("accepting 'stream_options.include_obfuscation' but kaiyuan does not obfuscate (logged once)")
 
 
 class NativeChoice(Protocol):
@@ -204,6 +228,7 @@ def chat_request_to_native(req: oa.ChatCompletionRequest) -> ChatRequest:
         raise UnsupportedFeature("only the 'text' modality is supported", param="modalities")
     if req.top_logprobs and not req.logprobs:
         raise InvalidRequest("top_logprobs needs logprobs: true", param="top_logprobs")
+    _log_ignored(req)
 
     messages = [_native_message(m, f"messages[{i}]") for i, m in enumerate(req.messages)]
     tools = [t.model_dump(mode="json", exclude_none=True) for t in req.tools or []]
@@ -426,6 +451,7 @@ def completion_request_to_native(req: oa.CompletionRequest) -> CompletionRequest
             )
     if req.suffix:
         raise UnsupportedFeature("suffix (fill-in-the-middle) is not supported", param="suffix")
+    _log_ignored(req)
     n = req.n or 1
     if req.best_of is not None and req.best_of != n:
         raise UnsupportedFeature("best_of other than n is not supported", param="best_of")
@@ -549,6 +575,7 @@ class CompletionStreamEncoder:
 def embedding_inputs(req: oa.EmbeddingRequest) -> list[str]:
     """The texts to embed. Token-id inputs are rejected: they would be ids of another tokenizer (clients such as
     LangChain tokenize with tiktoken), so reading them with this model's vocabulary would embed nonsense."""
+    _log_ignored(req)
     data = req.input
     if isinstance(data, str):
         texts = [data]
