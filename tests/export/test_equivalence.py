@@ -94,7 +94,7 @@ def test_adapter_on_f32_base_matches_peft(setup: dict[str, Any]) -> None:
     # control: the adapter matters, so a loader that ignored it could not pass
     unadapted = logit_agreement(setup["peft"], llama_logits(setup["f32"], setup["tokens"]))
     _report("control: PEFT vs llama.cpp F32 without adapter", unadapted)
-    assert unadapted["top1"] < 0.99 and unadapted["max_abs"] > 1.0
+    assert unadapted["top1"] < 0.99 and unadapted["max_abs"] > 0.5
 
 
 def test_adapter_on_q4_1_base_matches_peft(setup: dict[str, Any]) -> None:
@@ -125,14 +125,25 @@ def test_merged_f32_matches_peft(setup: dict[str, Any]) -> None:
     assert stats["max_abs"] < 0.5
 
 
-def test_merged_from_q4_1_base_matches_peft(setup: dict[str, Any]) -> None:
-    """Merged into the Q4_1 base and written as Q8_0 (the default for a low-bit base): within the Q4_1 bounds."""
-    work = setup["work"]
-    merge_adapter(
-        smollm2_path(), read_gguf_adapter(setup["adapter"]), work / "merged-f16.gguf", metadata={}, half=True
-    )
-    quantize(work / "merged-f16.gguf", work / "merged-q8_0.gguf", "Q8_0", threads=1)
-    stats = logit_agreement(setup["peft"], llama_logits(work / "merged-q8_0.gguf", setup["tokens"]))
+def _merged_from_q4_1(setup: dict[str, Any]) -> Path:
+    merged = setup["work"] / "merged-from-q4_1-f16.gguf"
+    if not merged.exists():
+        merge_adapter(smollm2_path(), read_gguf_adapter(setup["adapter"]), merged, metadata={}, half=True)
+    return merged
+
+
+def test_merged_from_q4_1_base_f16_matches_peft(setup: dict[str, Any]) -> None:
+    """Merged into the Q4_1 base and kept at F16: the dequantized base plus the update, near exact."""
+    stats = logit_agreement(setup["peft"], llama_logits(_merged_from_q4_1(setup), setup["tokens"]))
+    _report("PEFT vs merged (Q4_1 base) GGUF at F16", stats)
+    assert stats["top1"] >= 0.995
+    assert stats["mean_kl"] < 0.001
+
+
+def test_merged_from_q4_1_base_q8_0_matches_peft(setup: dict[str, Any]) -> None:
+    """Quantized to Q8_0 (the --merge default for a 4-bit base): within the bounds set for the Q4_1 base."""
+    quantize(_merged_from_q4_1(setup), setup["work"] / "merged-q8_0.gguf", "Q8_0", threads=1)
+    stats = logit_agreement(setup["peft"], llama_logits(setup["work"] / "merged-q8_0.gguf", setup["tokens"]))
     _report("PEFT vs merged (Q4_1 base) GGUF quantized to Q8_0", stats)
     assert stats["top1"] >= 0.95
     assert stats["mean_kl"] < 0.01
@@ -141,17 +152,8 @@ def test_merged_from_q4_1_base_matches_peft(setup: dict[str, Any]) -> None:
 def test_merged_requantized_to_q4_1_pays_a_second_quantization(setup: dict[str, Any]) -> None:
     """Re-quantizing the merged weights to Q4_1 adds a second round of 4-bit error on every adapted tensor; it is
     measured and bounded here, and is why --merge defaults to Q8_0 for a 4-bit base (docs/fine-tuning.md)."""
-    work = setup["work"]
-    if not (work / "merged-f16.gguf").exists():
-        merge_adapter(
-            smollm2_path(),
-            read_gguf_adapter(setup["adapter"]),
-            work / "merged-f16.gguf",
-            metadata={},
-            half=True,
-        )
-    quantize(work / "merged-f16.gguf", work / "merged-q4_1.gguf", "Q4_1", threads=1)
-    stats = logit_agreement(setup["peft"], llama_logits(work / "merged-q4_1.gguf", setup["tokens"]))
+    quantize(_merged_from_q4_1(setup), setup["work"] / "merged-q4_1.gguf", "Q4_1", threads=1)
+    stats = logit_agreement(setup["peft"], llama_logits(setup["work"] / "merged-q4_1.gguf", setup["tokens"]))
     _report("PEFT vs merged GGUF re-quantized to Q4_1", stats)
     assert stats["top1"] >= 0.90
     assert stats["mean_kl"] < 0.03

@@ -95,6 +95,10 @@ def _data_facts(config: TuneConfig) -> tuple[DataFile, list[dict[str, str]]]:
 def run_tune(config: TuneConfig, *, settings: Settings, console: Console | None = None) -> TuneResult:
     """Start a new run: validate everything cheap first, then train, export and register NEW."""
     console = console or Console(stderr=True)
+    # data paths are recorded absolute, so that --resume works from any directory
+    config.data = str(Path(config.data).expanduser().resolve())
+    if config.eval_data:
+        config.eval_data = str(Path(config.eval_data).expanduser().resolve())
     base = resolve_base(settings, config.base)
     ensure_name_free(settings, config.name)
     train_file, datasets = _data_facts(config)  # every line validated before anything heavy happens
