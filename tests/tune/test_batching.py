@@ -9,7 +9,7 @@ from kaiyuan.tune._render import IGNORE_INDEX, TokenizedExample
 
 def _example(n: int, start: int) -> TokenizedExample:
     ids = list(range(start, start + n))
-    return TokenizedExample(input_ids=ids, labels=[IGNORE_INDEX] + ids[1:], line=start)
+    return TokenizedExample(input_ids=ids, labels=[IGNORE_INDEX, *ids[1:]], line=start)
 
 
 def test_packing_fills_rows_without_crossing_examples() -> None:
