@@ -143,7 +143,6 @@ class ToolCallParser:
         self._pending_ws = ""
         self._section_ws = ""
         self._strip_leading = False
-        self._content_seen = False
         self._out = ToolParseDelta()
         self._scanner: JsonValueScanner | None = None
         self._params_emitted = 0
@@ -223,7 +222,6 @@ class ToolCallParser:
         self._in_section = False
         self._pending_ws = self._section_ws
         self._emit_content(raw, allow_leading_strip=False)
-        self._content_seen = True
 
     def _find_start(self) -> tuple[int | None, int]:
         """Where the next tool-call section starts in the buffer, else ``(None, chars_to_hold_back)``."""
@@ -249,7 +247,6 @@ class ToolCallParser:
         self._pending_ws = text[len(body) :]
         if body:
             self._out.content += body
-            self._content_seen = True
 
     # -- call bookkeeping ---------------------------------------------------------------------------------
 

@@ -6,7 +6,6 @@ Owns only lexical scanning (strings, brackets, literals); values are decoded wit
 from __future__ import annotations
 
 import json
-from typing import Any
 
 __all__ = ["JsonScanError", "JsonValueScanner", "decode_string", "scan_string", "scan_value", "skip_ws"]
 
@@ -134,10 +133,3 @@ class JsonValueScanner:
                     self.done = True
                     return n + 1
         return len(text)
-
-
-def loads_or_none(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
