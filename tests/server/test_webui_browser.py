@@ -132,8 +132,8 @@ def tab(browser: Browser, server: Server) -> Iterator[Callable[..., Tab]]:
         t.close()
 
 
-def sse(*deltas: dict[str, Any], finish: str = "stop") -> str:
-    """An OpenAI chat-completion stream body with ``deltas``, a finish chunk and [DONE]."""
+def sse(*deltas: dict[str, Any], finish: str = "stop", tail: tuple[dict[str, Any], ...] = ()) -> str:
+    """An OpenAI chat-completion stream body with ``deltas``, a finish chunk, ``tail`` events and [DONE]."""
     chunks = [
         {
             "id": "x",
@@ -146,6 +146,7 @@ def sse(*deltas: dict[str, Any], finish: str = "stop") -> str:
     ]
     chunks.append({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": SMOL,
                    "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})  # fmt: skip
+    chunks.extend(tail)
     return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
 
 
@@ -320,6 +321,26 @@ def test_reasoning_is_shown_in_a_thinking_section_folded_after_the_reply(tab: Ca
     assert thinking.locator(".thinking-body").inner_text().strip() == stored["reasoning"].strip()
 
 
+def test_reasoning_alias_field_and_usage_token_count(tab: Callable[..., Tab]) -> None:
+    """Servers started with --reasoning-field reasoning send ``reasoning``; usage gives the exact token count."""
+    chat = tab().chat()
+    usage = {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14,
+             "completion_tokens_details": {"reasoning_tokens": 7}}  # fmt: skip
+    stub_reply(
+        chat.page,
+        sse({"reasoning": "Let me "}, {"reasoning": "think."}, {"content": "The **answer**."},
+            tail=({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": SMOL, "choices": [],
+                   "usage": usage},)),
+    )  # fmt: skip
+    chat.ask("Question?")
+    answer = chat.wait_reply()
+    summary = answer.locator("details.thinking summary")
+    expect(summary).to_have_text(re.compile(r"^Thinking · 7 tokens · [\d.]+ s$"))
+    expect(answer.locator(".msg-body")).to_have_text("The answer.")
+    expect(answer.locator(".msg-body strong")).to_have_text("answer")
+    expect(answer.locator(".thinking-body")).to_have_text("Let me think.")
+
+
 # ------------------------------------------------------------------------------------------------- untrusted output
 
 XSS = [
@@ -463,6 +484,34 @@ def test_markdown_renders_the_common_constructs(tab: Callable[..., Tab]) -> None
             assert got == want, source
 
 
+def test_markdown_rendering_stays_fast_on_long_and_hostile_input(tab: Callable[..., Tab]) -> None:
+    """The answer is re-rendered while it streams: rendering must stay near-linear, also on hostile input."""
+    chat = tab().chat()
+    timings = chat.page.evaluate(
+        """async () => {
+          const { renderMarkdown } = await import('./markdown.js');
+          const block = "## Part\\n\\nSome **bold**, `code`, [a link](https://example.org), snake_case.\\n\\n"
+            + "- one\\n- *two*\\n  - nested\\n\\n```py\\nprint(1)\\n```\\n\\n| a | b |\\n|---|---|\\n| 1 | 2 |\\n\\n";
+          const cases = {
+            prose: block.repeat(Math.ceil(30000 / block.length)),
+            brackets: "[".repeat(10000), images: "![".repeat(5000), stars: "**a ".repeat(5000),
+            underscores: "_a ".repeat(5000), backticks: "`a ".repeat(5000), mixed: "*_`[~".repeat(3000),
+            indents: Array.from({length: 500}, (_, i) => " ".repeat(i) + "- x").join("\\n"),
+            quotes: "> ".repeat(3000) + "x", heading: "# " + " ".repeat(20000) + "x",
+          };
+          const out = {};
+          for (const [name, text] of Object.entries(cases)) {
+            const t = performance.now();
+            document.createElement('div').appendChild(renderMarkdown(text));
+            out[name] = performance.now() - t;
+          }
+          return out;
+        }"""
+    )
+    slow = {name: round(ms) for name, ms in timings.items() if ms > 1500}
+    assert not slow, f"rendering took too long (ms): {slow}"
+
+
 def test_code_blocks_have_a_copy_button(tab: Callable[..., Tab]) -> None:
     t = tab(permissions=["clipboard-read", "clipboard-write"])
     chat = t.chat()
@@ -514,6 +563,21 @@ def test_server_errors_are_readable_messages(tab: Callable[..., Tab]) -> None:
     expect(error).to_contain_text("The server is busy")
     expect(error).to_contain_text("Try again in 7 s")
     expect(error).to_contain_text("queue full")
+
+
+def test_an_error_inside_the_stream_keeps_the_partial_answer(tab: Callable[..., Tab]) -> None:
+    chat = tab().chat()
+    error = {
+        "error": {"message": "decode failed", "type": "server_error", "param": None, "code": "engine_error"}
+    }
+    stub_reply(chat.page, sse({"content": "Half an ans"}, tail=(error,)))
+    chat.ask("Go")
+    answer = chat.wait_reply()
+    expect(answer.locator(".msg-body")).to_have_text("Half an ans")
+    expect(answer.locator(".msg-error")).to_have_text(
+        "The reply broke off with a server error. The server said: decode failed"
+    )
+    expect(chat.page.get_by_role("button", name="Regenerate")).to_be_enabled()
 
 
 def test_api_key_is_asked_for_and_used(tab: Callable[..., Tab], keyed_server: Server) -> None:

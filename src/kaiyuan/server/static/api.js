@@ -34,8 +34,8 @@ function headers(apiKey, json) {
   return h;
 }
 
-/** A readable sentence for an error envelope and HTTP status. */
-export function describeError(status, detail, retryAfter) {
+/** A readable sentence for an error envelope (its message and code) and HTTP status. */
+export function describeError(status, detail, retryAfter, code = null) {
   const said = detail ? ` The server said: ${detail}` : "";
   if (status === 401) {
     return "The server needs an API key. Open Settings and enter the key the server was started with (--api-key or KAIYUAN_API_KEY).";
@@ -47,8 +47,8 @@ export function describeError(status, detail, retryAfter) {
     return `The server is busy: its request queue is full.${wait}${said}`;
   }
   if (status === 400 || status === 422) {
-    if (/context|too long|tokens/i.test(detail || "")) {
-      return `The conversation is too long for the model's context window. Start a new conversation, delete earlier messages, or lower Max tokens.${said}`;
+    if (code === "context_length_exceeded" || /context (window|length)|too long/i.test(detail || "")) {
+      return `The conversation is too long for the model's context window. Start a new conversation or lower Max tokens in Settings.${said}`;
     }
     return `The server rejected the request.${said}`;
   }
@@ -79,7 +79,7 @@ async function errorFrom(response) {
   }
   const ra = Number.parseFloat(response.headers.get("Retry-After") || "");
   const retryAfter = Number.isFinite(ra) ? Math.ceil(ra) : null;
-  return new ApiError(describeError(response.status, detail, retryAfter), {
+  return new ApiError(describeError(response.status, detail, retryAfter, code), {
     status: response.status,
     type,
     code,
@@ -145,6 +145,18 @@ export async function* readEvents(stream) {
   }
 }
 
+// An error inside a stream has no HTTP status of its own (the 200 was sent): read it from the envelope.
+function streamErrorStatus(err) {
+  const byCode = { overloaded: 503, invalid_api_key: 401, license_denied: 403, model_not_found: 404 };
+  if (err && typeof err === "object") {
+    if (byCode[err.code]) return byCode[err.code];
+    if (err.type === "invalid_request_error") return 400;
+    if (err.type === "authentication_error") return 401;
+    if (err.type === "permission_error") return 403;
+  }
+  return 500;
+}
+
 /**
  * POST v1/chat/completions with stream=true; yields each chunk object until [DONE].
  * An error event inside the stream ({"error": {...}}) is thrown as ApiError.
@@ -175,8 +187,12 @@ export async function* streamChat(body, { apiKey, signal } = {}) {
     if (chunk && chunk.error) {
       const err = chunk.error;
       const detail = typeof err === "string" ? err : String(err.message ?? "");
-      const status = Number(err.code) >= 400 ? Number(err.code) : err.type === "overloaded" ? 503 : 500;
-      throw new ApiError(describeError(status, detail, null), { status, type: err.type, code: err.code, detail });
+      const status = streamErrorStatus(err);
+      const message =
+        status >= 500
+          ? `The reply broke off with a server error.${detail ? ` The server said: ${detail}` : ""}`
+          : describeError(status, detail, null, err.code ?? null);
+      throw new ApiError(message, { status, type: err.type, code: err.code, detail });
     }
     yield chunk;
   }

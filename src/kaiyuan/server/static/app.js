@@ -498,13 +498,26 @@ function scrollToEnd(force) {
   if (force || nearBottom()) ui.messages.scrollTop = ui.messages.scrollHeight;
 }
 
+// One render per animation frame at most; when rendering a long answer gets slow, leave the page some time
+// between renders (twice the last render's cost) so typing and scrolling stay smooth.
 let frame = 0;
+let renderCost = 0;
 function scheduleStreamRender() {
   if (frame) return;
-  frame = requestAnimationFrame(() => {
-    frame = 0;
-    renderStreaming();
-  });
+  const run = () => {
+    frame = requestAnimationFrame(() => {
+      const started = performance.now();
+      renderStreaming();
+      renderCost = performance.now() - started;
+      frame = 0;
+    });
+  };
+  if (renderCost > 8) {
+    frame = -1;
+    setTimeout(run, Math.min(renderCost * 2, 250));
+  } else {
+    run();
+  }
 }
 
 // Update the live answer in place: the Thinking section (kept as the user left it) and the Markdown body.

@@ -21,6 +21,8 @@ const LIST_ITEM = /^( *)([-*+]|\d{1,9}[.)])([ \t]+(.*))?$/;
 const TABLE_DELIMITER = /^ *\|? *:?-+:? *(\| *:?-+:? *)*\|? *$/;
 const ESCAPABLE = "\\`*_{}[]()#+-.!|~<>\"'";
 const MAX_DEPTH = 12; // nesting of quotes/lists; deeper input is shown as text
+const MAX_LINK_TEXT = 1000; // a "[" further than this from its "]" is text: keeps many "[" from costing n²
+const PLAIN = /[^\\\n`<!\[*_~h]+/y; // characters no inline rule starts with, taken in one step
 
 /**
  * Render Markdown source as a DocumentFragment of whitelisted elements.
@@ -314,7 +316,8 @@ function link(doc, href) {
 function parseLink(src, open) {
   let depth = 0;
   let k = open;
-  for (; k < src.length; k += 1) {
+  const limit = Math.min(src.length, open + MAX_LINK_TEXT);
+  for (; k < limit; k += 1) {
     const c = src[k];
     if (c === "\\") {
       k += 1;
@@ -328,7 +331,7 @@ function parseLink(src, open) {
       if (depth === 0) break;
     }
   }
-  if (k >= src.length || src[k + 1] !== "(") return null;
+  if (k >= limit || src[k + 1] !== "(") return null;
   const rest = /^\(\s*<?([^\s()<>]*(?:\([^\s()<>]*\)[^\s()<>]*)*)>?(?:\s+("[^"]*"|'[^']*'))?\s*\)/.exec(src.slice(k + 1));
   if (!rest) return null;
   return { text: src.slice(open + 1, k), url: rest[1], end: k + 1 + rest[0].length };
@@ -381,6 +384,13 @@ function appendInline(src, parent, doc, inLink) {
   };
   let i = 0;
   while (i < src.length) {
+    PLAIN.lastIndex = i;
+    const plain = PLAIN.exec(src);
+    if (plain) {
+      text += plain[0];
+      i += plain[0].length;
+      continue;
+    }
     const c = src[i];
     const rest = c === "<" || c === "h" ? src.slice(i, i + 2048) : "";
     let m;
