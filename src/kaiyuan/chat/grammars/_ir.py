@@ -138,8 +138,8 @@ def measure(node: Node, rules: Mapping[str, Node]) -> Span:
         if isinstance(n, Chars):
             return Span(1, 1)
         if isinstance(n, Seq):
-            lo, hi = 0, 0
-            span_hi: int | None = hi
+            lo = 0
+            span_hi: int | None = 0
             for item in n.items:
                 s = walk(item)
                 lo += s.lo
@@ -155,10 +155,10 @@ def measure(node: Node, rules: Mapping[str, Node]) -> Span:
             )
         if isinstance(n, Rep):
             s = walk(n.item)
-            hi = None if n.max is None or s.hi is None else s.hi * n.max
+            rep_hi: int | None = None if n.max is None or s.hi is None else s.hi * n.max
             if n.max is None and s.hi == 0:
-                hi = 0
-            return Span(min(s.lo * n.min, _INF_LO), hi)
+                rep_hi = 0
+            return Span(min(s.lo * n.min, _INF_LO), rep_hi)
         if n.name in cache:
             return cache[n.name]
         if n.name in active:

@@ -55,6 +55,31 @@ class _Anchor:
     kind: str  # "^" or "$"
 
 
+@dataclass(frozen=True)
+class _Set:
+    ranges: cs.Ranges  # one character from the set (a literal is a set of one)
+
+
+@dataclass(frozen=True)
+class _Seq:
+    items: tuple[_Node, ...]
+
+
+@dataclass(frozen=True)
+class _Alt:
+    items: tuple[_Node, ...]
+
+
+@dataclass(frozen=True)
+class _Rep:
+    item: _Node
+    lo: int
+    hi: int | None
+
+
+_Node = _Anchor | _Set | _Seq | _Alt | _Rep
+
+
 def _safe_universe(*, allow_cjk: bool) -> cs.Ranges:
     return cs.union(_SAFE_BASE, cs.CJK) if allow_cjk else _SAFE_BASE
 
@@ -64,7 +89,7 @@ def translate(pattern: str, *, extra_cap: int | None = None) -> ir.Node:
     parser = _Parser(pattern)
     tree = parser.parse()
     _check_anchors(tree)
-    return _Converter(extra_cap).convert(tree)
+    return _convert(tree, extra_cap)
 
 
 class _Parser:
@@ -88,26 +113,26 @@ class _Parser:
         return RegexUnsupported(f"{what} (at offset {self.pos} of {self.src!r})")
 
     # -- grammar -------------------------------------------------------------------------------------------
-    def parse(self) -> object:
+    def parse(self) -> _Node:
         node = self.alternation()
         if self.pos != len(self.src):
             raise RegexSyntaxError(f"unbalanced ')' at offset {self.pos} of {self.src!r}")
         return node
 
-    def alternation(self) -> object:
+    def alternation(self) -> _Node:
         branches = [self.concat()]
         while self.peek() == "|":
             self.pos += 1
             branches.append(self.concat())
-        return ("alt", branches) if len(branches) > 1 else branches[0]
+        return _Alt(tuple(branches)) if len(branches) > 1 else branches[0]
 
-    def concat(self) -> object:
-        items: list[object] = []
+    def concat(self) -> _Node:
+        items: list[_Node] = []
         while self.peek() and self.peek() not in "|)":
             items.append(self.quantified())
-        return ("seq", items)
+        return _Seq(tuple(items))
 
-    def quantified(self) -> object:
+    def quantified(self) -> _Node:
         atom = self.atom()
         while True:
             bounds = self.quantifier()
@@ -120,7 +145,7 @@ class _Parser:
                 self.pos += 1  # lazy: same set of strings
             elif self.peek() == "+":
                 raise self.unsupported("possessive quantifiers")
-            atom = ("rep", atom, lo, hi)
+            atom = _Rep(atom, lo, hi)
 
     def quantifier(self) -> tuple[int, int | None] | None:
         c = self.peek()
@@ -140,24 +165,24 @@ class _Parser:
                 return lo, hi
         return None
 
-    def atom(self) -> object:
+    def atom(self) -> _Node:
         c = self.take()
         if c == "(":
             return self.group()
         if c == "[":
-            return ("set", self.char_class())
+            return _Set(self.char_class())
         if c == ".":
-            return ("set", _DOT)
+            return _Set(_DOT)
         if c in "^$":
             return _Anchor(c)
         if c == "\\":
             item = self.escape(in_class=False)
-            return ("set", self.resolve(item, negated=False))
+            return _Set(self.combine([item], negated=False))
         if c in "*+?":
             raise RegexSyntaxError(f"nothing to repeat at offset {self.pos - 1} of {self.src!r}")
         if c == "{" and self.src[self.pos - 1 :].startswith("{") and self._looks_like_quantifier():
             raise RegexSyntaxError(f"nothing to repeat at offset {self.pos - 1} of {self.src!r}")
-        return ("lit", c)
+        return _Set(cs.of_chars(c))
 
     def _looks_like_quantifier(self) -> bool:
         save = self.pos
@@ -166,7 +191,7 @@ class _Parser:
         self.pos = save
         return found
 
-    def group(self) -> object:
+    def group(self) -> _Node:
         if self.peek() == "?":
             self.pos += 1
             kind = self.take()
@@ -268,9 +293,6 @@ class _Parser:
             items.append(item)
         return self.combine(items, negated=negated)
 
-    def resolve(self, item: _ClassItem, *, negated: bool) -> cs.Ranges:
-        return self.combine([item], negated=negated)
-
     def combine(self, items: list[_ClassItem], *, negated: bool) -> cs.Ranges:
         has_word = any(i.has_word for i in items)
         shorthand = any(i.has_shorthand for i in items)
@@ -294,65 +316,55 @@ class _Parser:
 # -- anchors and conversion ------------------------------------------------------------------------------
 
 
-def _max_len(node: object) -> int | None:
+def _max_len(node: _Node) -> int | None:
     if isinstance(node, _Anchor):
         return 0
-    kind = node[0]  # type: ignore[index]
-    if kind == "lit" or kind == "set":
+    if isinstance(node, _Set):
         return 1
-    if kind == "seq" or kind == "alt":
-        lens = [_max_len(n) for n in node[1]]  # type: ignore[index]
-        if None in lens:
+    if isinstance(node, _Seq | _Alt):
+        lens = [_max_len(n) for n in node.items]
+        known = [v for v in lens if v is not None]
+        if len(known) != len(lens):
             return None
-        vals = [v for v in lens if v is not None]
-        return sum(vals) if kind == "seq" else max(vals, default=0)
-    _, item, _lo, hi = node  # type: ignore[misc]
-    inner = _max_len(item)
+        return sum(known) if isinstance(node, _Seq) else max(known, default=0)
+    inner = _max_len(node.item)
     if inner == 0:
         return 0
-    return None if hi is None or inner is None else inner * hi
+    return None if node.hi is None or inner is None else inner * node.hi
 
 
-def _check_anchors(node: object, before_empty: bool = True, after_empty: bool = True) -> None:
+def _check_anchors(node: _Node, before_empty: bool = True, after_empty: bool = True) -> None:
     if isinstance(node, _Anchor):
         if node.kind == "^" and not before_empty:
             raise RegexUnsupported("'^' that is not at the start of the pattern")
         if node.kind == "$" and not after_empty:
             raise RegexUnsupported("'$' that is not at the end of the pattern")
-        return
-    kind = node[0]  # type: ignore[index]
-    if kind == "seq":
-        items = node[1]  # type: ignore[index]
+    elif isinstance(node, _Seq):
+        items = node.items
         for i, item in enumerate(items):
             before = before_empty and all(_max_len(x) == 0 for x in items[:i])
             after = after_empty and all(_max_len(x) == 0 for x in items[i + 1 :])
             _check_anchors(item, before, after)
-    elif kind == "alt":
-        for item in node[1]:  # type: ignore[index]
+    elif isinstance(node, _Alt):
+        for item in node.items:
             _check_anchors(item, before_empty, after_empty)
-    elif kind == "rep":
-        _, item, _lo, hi = node  # type: ignore[misc]
-        once = hi == 1
-        _check_anchors(item, before_empty and once, after_empty and once)
+    elif isinstance(node, _Rep):
+        once = node.hi == 1
+        _check_anchors(node.item, before_empty and once, after_empty and once)
 
 
-class _Converter:
-    def __init__(self, cap: int | None) -> None:
-        self.cap = cap
-
-    def convert(self, node: object) -> ir.Node:
-        if isinstance(node, _Anchor):
-            return ir.EMPTY
-        kind = node[0]  # type: ignore[index]
-        if kind == "lit":
-            return ir.lit(node[1])  # type: ignore[index]
-        if kind == "set":
-            return ir.chars(node[1])  # type: ignore[index]
-        if kind == "seq":
-            return ir.seq(*(self.convert(n) for n in node[1]))  # type: ignore[index]
-        if kind == "alt":
-            return ir.alt(*(self.convert(n) for n in node[1]))  # type: ignore[index]
-        _, item, lo, hi = node  # type: ignore[misc]
-        if self.cap is not None:
-            hi = lo + self.cap if hi is None else min(hi, lo + self.cap)
-        return ir.rep(self.convert(item), lo, hi)
+def _convert(node: _Node, cap: int | None) -> ir.Node:
+    """The grammar tree of a parsed pattern (anchors dropped: they have been checked to hold)."""
+    if isinstance(node, _Anchor):
+        return ir.EMPTY
+    if isinstance(node, _Set):
+        first, *rest = node.ranges
+        return ir.lit(chr(first[0])) if first[0] == first[1] and not rest else ir.chars(node.ranges)
+    if isinstance(node, _Seq):
+        return ir.seq(*(_convert(n, cap) for n in node.items))
+    if isinstance(node, _Alt):
+        return ir.alt(*(_convert(n, cap) for n in node.items))
+    hi = node.hi
+    if cap is not None:
+        hi = node.lo + cap if hi is None else min(hi, node.lo + cap)
+    return ir.rep(_convert(node.item, cap), node.lo, hi)
