@@ -23,6 +23,12 @@ from kaiyuan.chat._pipeline import (
 )
 from kaiyuan.chat._template import CHATML_FALLBACK_TEMPLATE, ChatTemplate
 from kaiyuan.chat.dialects import DIALECTS, Dialect, detect_dialect, dialect_by_name
+from kaiyuan.chat.grammars import (
+    json_object_grammar,
+    json_schema_grammar,
+    response_format_grammar,
+    schema_to_gbnf_rules,
+)
 from kaiyuan.chat.reasoning_parser import ReasoningParser
 from kaiyuan.chat.response_parser import ParsedDelta, ResponseParser
 from kaiyuan.chat.tool_grammars import build_tool_call_grammar
@@ -49,7 +55,11 @@ __all__ = [
     "detect_dialect",
     "dialect_by_name",
     "iter_chat",
+    "json_object_grammar",
+    "json_schema_grammar",
     "render_prompt",
+    "response_format_grammar",
+    "schema_to_gbnf_rules",
     "start_chat",
     "start_completion",
     "stream_chat",
