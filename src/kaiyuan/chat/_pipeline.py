@@ -504,6 +504,9 @@ def _plan_chat(model: ChatModel, request: ChatRequest) -> _Plan:
             thinking = True
         if not thinking:
             budget = None
+        elif wants_grammar and budget is None and max_tokens is not None:
+            # The structured answer must fit in max_tokens after the thinking: think at most half of it.
+            budget = max_tokens // 2
 
     grammar = None
     if forced_tool:
