@@ -89,7 +89,7 @@ def test_random_outputs_under_the_grammar_are_valid_calls(
     assert walker.parses(grammar), grammar
     rng = random.Random(f"{_id(dialect)}-{parallel}")
     names_seen: set[str] = set()
-    for _ in range(12):
+    for _ in range(8):
         text = walker.random_output(grammar, rng)
         leftover, calls = _parse(dialect, text)
         assert leftover == "", (text, leftover)
