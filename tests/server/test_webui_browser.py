@@ -660,6 +660,20 @@ def test_conversations_survive_reload_and_can_be_renamed_exported_deleted(
     expect(chat.conversations).to_have_text(["Second conversation"])
 
 
+def test_cut_off_answers_are_marked_and_other_tabs_follow(tab: Callable[..., Tab]) -> None:
+    t = tab()
+    chat = t.chat()
+    other = ChatPage(t.context.new_page(), t.base_url).open()  # same browser profile, second tab
+    expect(other.conversations).to_have_count(0)
+    stub_reply(chat.page, sse({"content": "One, two, th"}, finish="length"))
+    chat.ask("Count to ten.")
+    note = chat.wait_reply().locator(".msg-note")
+    expect(note).to_have_text("Cut off at Max tokens.")
+    expect(other.conversations).to_have_text(["Count to ten."])  # the storage event reached the other tab
+    chat.page.reload()
+    expect(chat.answers.last.locator(".msg-note")).to_have_text("Cut off at Max tokens.")
+
+
 # ------------------------------------------------------------------------------------------------- phone and looks
 
 
@@ -678,6 +692,17 @@ def test_phone_width_is_usable(tab: Callable[..., Tab]) -> None:
     expect(chat.conversations).to_have_text(["Hi from a phone"])
     chat.conversations.first.click()
     expect(sidebar).to_be_hidden()
+
+
+def test_light_and_dark_follow_the_system(tab: Callable[..., Tab]) -> None:
+    colours = {}
+    for scheme in ("light", "dark"):
+        page = tab(color_scheme=scheme).chat().page
+        colours[scheme] = page.evaluate(
+            "() => [getComputedStyle(document.body).backgroundColor, getComputedStyle(document.body).color]"
+        )
+    assert colours["light"] == ["rgb(255, 255, 255)", "rgb(28, 33, 39)"]
+    assert colours["dark"] == ["rgb(21, 23, 26)", "rgb(229, 232, 235)"]
 
 
 def test_screenshots_desktop_and_phone(tab: Callable[..., Tab], tmp_path: Path) -> None:

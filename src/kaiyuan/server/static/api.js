@@ -9,7 +9,8 @@
 export class ApiError extends Error {
   /**
    * @param {string} message readable text for the chat
-   * @param {{status?: number, type?: string, code?: string|null, param?: string|null, retryAfter?: number|null, detail?: string}} info
+   * @param {{status?: number, type?: string, code?: string|null, param?: string|null,
+   *          retryAfter?: number|null, detail?: string}} info
    */
   constructor(message, info = {}) {
     super(message);
@@ -38,7 +39,10 @@ function headers(apiKey, json) {
 export function describeError(status, detail, retryAfter, code = null) {
   const said = detail ? ` The server said: ${detail}` : "";
   if (status === 401) {
-    return "The server needs an API key. Open Settings and enter the key the server was started with (--api-key or KAIYUAN_API_KEY).";
+    return (
+      "The server needs an API key. Open Settings and enter the key the server was started with " +
+      "(--api-key or KAIYUAN_API_KEY)."
+    );
   }
   if (status === 403) return `Not allowed.${said}`;
   if (status === 404) return `Not found.${said}`;
@@ -48,7 +52,10 @@ export function describeError(status, detail, retryAfter, code = null) {
   }
   if (status === 400 || status === 422) {
     if (code === "context_length_exceeded" || /context (window|length)|too long/i.test(detail || "")) {
-      return `The conversation is too long for the model's context window. Start a new conversation or lower Max tokens in Settings.${said}`;
+      return (
+        "The conversation is too long for the model's context window. " +
+        `Start a new conversation or lower Max tokens in Settings.${said}`
+      );
     }
     return `The server rejected the request.${said}`;
   }
@@ -90,10 +97,14 @@ async function errorFrom(response) {
 }
 
 function networkError(exc) {
-  return new ApiError(`Cannot reach the kaiyuan server (${exc && exc.message ? exc.message : exc}). Is \`kaiyuan serve\` still running?`, {
-    status: 0,
-    type: "network",
-  });
+  return new ApiError(
+    `Cannot reach the kaiyuan server (${exc && exc.message ? exc.message : exc}). ` +
+      "Is `kaiyuan serve` still running?",
+    {
+      status: 0,
+      type: "network",
+    },
+  );
 }
 
 /** GET v1/models → the list of model objects (OpenAI shape plus kaiyuan's license/loaded/context_length). */

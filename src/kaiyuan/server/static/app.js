@@ -4,8 +4,8 @@
 // (open, rename, delete, export), the thread (user messages as plain text, assistant answers as Markdown from
 // markdown.js, reasoning in a folded "Thinking" section), the composer (Enter sends, Shift+Enter new line, Esc
 // stops), streaming with Stop (AbortController) and Regenerate, and the settings dialog (system prompt,
-// temperature, max tokens, thinking on/off, API key). Model output only ever reaches the page through renderMarkdown or
-// textContent. Must not know: HTTP details (api.js) or storage keys (store.js).
+// temperature, max tokens, thinking on/off, API key). Model output only ever reaches the page through
+// renderMarkdown or textContent. Must not know: HTTP details (api.js) or storage keys (store.js).
 
 import { ApiError, listModels, streamChat } from "./api.js";
 import { renderMarkdown } from "./markdown.js";
@@ -62,7 +62,7 @@ const state = {
   streaming: null, // {conversation, message, controller, node}
 };
 
-// ------------------------------------------------------------------------------------------------- helpers
+// ----------------------------------------------------------------------------------------------------- helpers
 
 function current() {
   return state.conversations.find((c) => c.id === state.currentId) || null;
@@ -175,7 +175,7 @@ function stamp() {
   return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}`;
 }
 
-// ------------------------------------------------------------------------------------------------- models
+// ------------------------------------------------------------------------------------------------------ models
 
 function licenseOf(model) {
   return model && model.license && typeof model.license === "object" ? model.license : null;
@@ -201,11 +201,14 @@ function renderBadges() {
   const model = state.models.find((m) => m.id === ui.model.value);
   const lic = licenseOf(model);
   if (!lic) return;
-  const commercial = ["allowed", "conditional", "forbidden"].includes(lic.commercial_use) ? lic.commercial_use : "unknown";
+  const commercial = ["allowed", "conditional", "forbidden"].includes(lic.commercial_use)
+    ? lic.commercial_use
+    : "unknown";
   const label = lic.spdx || lic.name || lic.id || "unknown license";
   const details = [lic.name && lic.name !== label ? lic.name : "", COMMERCIAL_TEXT[commercial]];
   if (lic.research_only) details.push("research only");
-  if (Number.isFinite(lic.mau_limit) && lic.mau_limit > 0) details.push(`limit ${lic.mau_limit.toLocaleString()} monthly users`);
+  if (Number.isFinite(lic.mau_limit) && lic.mau_limit > 0)
+    details.push(`limit ${lic.mau_limit.toLocaleString()} monthly users`);
   const licBadge = badge(label, `license-${commercial}`, details.filter(Boolean).join(" · "));
   licBadge.setAttribute("aria-label", `License: ${label}, ${COMMERCIAL_TEXT[commercial]}`);
   ui.badges.appendChild(licBadge);
@@ -214,7 +217,11 @@ function renderBadges() {
   if (openness || mof !== undefined) {
     const text = mof ? `MOF ${/^class/i.test(mof) ? mof : `Class ${mof}`}` : "MOF: not graded";
     const osaid = openness && openness.osaid ? `OSI open-source AI definition: ${openness.osaid}` : "";
-    const grade = badge(text, mof ? "openness" : "openness-none", ["Model Openness Framework grade", osaid].filter(Boolean).join(" · "));
+    const grade = badge(
+      text,
+      mof ? "openness" : "openness-none",
+      ["Model Openness Framework grade", osaid].filter(Boolean).join(" · "),
+    );
     grade.setAttribute("aria-label", `Openness: ${text}${osaid ? `, ${osaid}` : ""}`);
     ui.badges.appendChild(grade);
   }
@@ -243,13 +250,16 @@ function fillModelPicker() {
   }
   ui.model.disabled = !state.models.length;
   if (wanted && state.models.some((m) => m.id === wanted)) ui.model.value = wanted;
-  else if (state.models.some((m) => m.loaded)) ui.model.value = state.models.find((m) => m.loaded).id; // no wait to load
+  // otherwise a model the server holds in memory already: the first answer needs no load
+  else if (state.models.some((m) => m.loaded)) ui.model.value = state.models.find((m) => m.loaded).id;
   renderBadges();
 }
 
 async function loadModels() {
   try {
-    state.models = (await listModels({ apiKey: state.settings.apiKey })).filter((m) => m && typeof m.id === "string");
+    state.models = (await listModels({ apiKey: state.settings.apiKey })).filter(
+      (m) => m && typeof m.id === "string",
+    );
     hideNotice();
   } catch (exc) {
     state.models = [];
@@ -263,7 +273,7 @@ async function loadModels() {
   updateComposer();
 }
 
-// ------------------------------------------------------------------------------------------------- conversation list
+// ------------------------------------------------------------------------------------------- conversation list
 
 function renderConversationList() {
   ui.list.replaceChildren();
@@ -386,18 +396,20 @@ function startNewChat() {
   ui.input.focus();
 }
 
-// ------------------------------------------------------------------------------------------------- thread
+// ------------------------------------------------------------------------------------------------------ thread
 
 function metaLine(message) {
   const meta = document.createElement("div");
   meta.className = "msg-meta";
-  meta.textContent = message.role === "user" ? "You" : message.model ? `Assistant · ${message.model}` : "Assistant";
+  meta.textContent =
+    message.role === "user" ? "You" : message.model ? `Assistant · ${message.model}` : "Assistant";
   return meta;
 }
 
 function thinkingSummary(message, live) {
   const parts = [live ? "Thinking…" : "Thinking"];
-  if (message.reasoningTokens) parts.push(`${message.reasoningTokens} token${message.reasoningTokens === 1 ? "" : "s"}`);
+  if (message.reasoningTokens)
+    parts.push(`${message.reasoningTokens} token${message.reasoningTokens === 1 ? "" : "s"}`);
   if (message.reasoningMs) parts.push(formatSeconds(message.reasoningMs));
   return parts.join(" · ");
 }
@@ -457,7 +469,9 @@ function buildMessage(message, index, isLast, live) {
       copy.type = "button";
       copy.className = "btn btn-small btn-quiet copy-answer";
       copy.textContent = "Copy";
-      copy.addEventListener("click", async () => flash(copy, (await copyText(message.content)) ? "Copied" : "Copy failed"));
+      copy.addEventListener("click", async () =>
+        flash(copy, (await copyText(message.content)) ? "Copied" : "Copy failed"),
+      );
       actions.appendChild(copy);
     }
     if (isLast) {
@@ -540,7 +554,7 @@ function renderStreaming() {
   if (stick) scrollToEnd(true);
 }
 
-// ------------------------------------------------------------------------------------------------- sending
+// ----------------------------------------------------------------------------------------------------- sending
 
 function updateComposer() {
   const busy = Boolean(state.streaming);
@@ -576,7 +590,8 @@ async function generate(conv) {
     temperature: state.settings.temperature,
     max_tokens: state.settings.maxTokens,
   };
-  if (state.settings.thinking) payload.chat_template_kwargs = { enable_thinking: state.settings.thinking === "on" };
+  if (state.settings.thinking)
+    payload.chat_template_kwargs = { enable_thinking: state.settings.thinking === "on" };
   conv.messages.push(message);
   conv.updated = Date.now();
   const controller = new AbortController();
@@ -593,7 +608,12 @@ async function generate(conv) {
     for await (const chunk of streamChat(payload, { apiKey: state.settings.apiKey, signal: controller.signal })) {
       const choice = chunk && Array.isArray(chunk.choices) ? chunk.choices[0] : null;
       const delta = choice && choice.delta ? choice.delta : {};
-      const thought = typeof delta.reasoning_content === "string" ? delta.reasoning_content : typeof delta.reasoning === "string" ? delta.reasoning : "";
+      const thought =
+        typeof delta.reasoning_content === "string"
+          ? delta.reasoning_content
+          : typeof delta.reasoning === "string"
+            ? delta.reasoning
+            : "";
       if (thought) {
         if (!reasoningStart) reasoningStart = performance.now();
         message.reasoning += thought;
@@ -675,7 +695,7 @@ function autosize() {
   ui.input.style.height = `${Math.min(ui.input.scrollHeight, 240)}px`;
 }
 
-// ------------------------------------------------------------------------------------------------- settings
+// ---------------------------------------------------------------------------------------------------- settings
 
 function openSettings(alertText) {
   ui.systemPrompt.value = state.settings.systemPrompt;
@@ -706,7 +726,7 @@ function saveSettingsFromDialog() {
   if (keyChanged || !state.models.length) loadModels();
 }
 
-// ------------------------------------------------------------------------------------------------- sidebar (phones)
+// -------------------------------------------------------------------------------------------- sidebar (phones)
 
 function openSidebar() {
   ui.app.classList.add("sidebar-open");
@@ -722,7 +742,7 @@ function closeSidebar() {
   ui.toggleSidebar.setAttribute("aria-label", "Show conversations");
 }
 
-// ------------------------------------------------------------------------------------------------- events
+// ------------------------------------------------------------------------------------------------------ events
 
 ui.composer.addEventListener("submit", (event) => {
   event.preventDefault();
@@ -759,10 +779,14 @@ ui.model.addEventListener("change", () => {
 });
 
 ui.newChat.addEventListener("click", startNewChat);
-ui.toggleSidebar.addEventListener("click", () => (ui.app.classList.contains("sidebar-open") ? closeSidebar() : openSidebar()));
+ui.toggleSidebar.addEventListener("click", () =>
+  ui.app.classList.contains("sidebar-open") ? closeSidebar() : openSidebar(),
+);
 ui.scrim.addEventListener("click", closeSidebar);
 
-ui.exportAll.addEventListener("click", () => download(`kaiyuan-chats-${stamp()}.json`, exportJson(state.conversations)));
+ui.exportAll.addEventListener("click", () =>
+  download(`kaiyuan-chats-${stamp()}.json`, exportJson(state.conversations)),
+);
 ui.exportConversation.addEventListener("click", () => {
   const conv = current();
   if (conv) download(`kaiyuan-chat-${stamp()}.json`, exportJson([conv]));
@@ -794,7 +818,7 @@ window.addEventListener("storage", (event) => {
   }
 });
 
-// ------------------------------------------------------------------------------------------------- start
+// ------------------------------------------------------------------------------------------------------- start
 
 ui.toggleSidebar.replaceChildren(icon("menu"));
 

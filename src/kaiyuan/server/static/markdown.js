@@ -32,7 +32,9 @@ const PLAIN = /[^\\\n`<!\[*_~h]+/y; // characters no inline rule starts with, ta
  */
 export function renderMarkdown(source, doc = document) {
   const fragment = doc.createDocumentFragment();
-  const lines = String(source ?? "").replace(/\r\n?/g, "\n").split("\n");
+  const lines = String(source ?? "")
+    .replace(/\r\n?/g, "\n")
+    .split("\n");
   renderBlocks(lines, fragment, doc, 0);
   return fragment;
 }
@@ -105,11 +107,20 @@ function renderBlocks(lines, parent, doc, depth) {
       parent.appendChild(bq);
     } else if (LIST_ITEM.test(line)) {
       i = list(lines, i, parent, doc, depth);
-    } else if (line.includes("|") && i + 1 < lines.length && TABLE_DELIMITER.test(lines[i + 1]) && lines[i + 1].includes("-")) {
+    } else if (
+      line.includes("|") &&
+      i + 1 < lines.length &&
+      TABLE_DELIMITER.test(lines[i + 1]) &&
+      lines[i + 1].includes("-")
+    ) {
       i = table(lines, i, parent, doc);
     } else {
       const para = [];
-      while (i < lines.length && !/^\s*$/.test(lines[i]) && (para.length === 0 || !isBlockStart(lines[i], lines[i + 1]))) {
+      while (
+        i < lines.length &&
+        !/^\s*$/.test(lines[i]) &&
+        (para.length === 0 || !isBlockStart(lines[i], lines[i + 1]))
+      ) {
         para.push(lines[i].trim());
         i += 1;
       }
@@ -170,7 +181,10 @@ function list(lines, start, parent, doc, depth) {
     const m = LIST_ITEM.exec(line);
     if (m && m[1].length <= baseIndent + 1 && /\d/.test(m[2]) === ordered) {
       if (blankBefore && items.length) loose = true;
-      items.push({ lines: [m[4] || ""], contentIndent: m[1].length + m[2].length + (m[3] ? m[3].length - (m[4] || "").length : 1) });
+      items.push({
+        lines: [m[4] || ""],
+        contentIndent: m[1].length + m[2].length + (m[3] ? m[3].length - (m[4] || "").length : 1),
+      });
       blankBefore = false;
       i += 1;
       continue;
@@ -332,7 +346,9 @@ function parseLink(src, open) {
     }
   }
   if (k >= limit || src[k + 1] !== "(") return null;
-  const rest = /^\(\s*<?([^\s()<>]*(?:\([^\s()<>]*\)[^\s()<>]*)*)>?(?:\s+("[^"]*"|'[^']*'))?\s*\)/.exec(src.slice(k + 1));
+  const rest = /^\(\s*<?([^\s()<>]*(?:\([^\s()<>]*\)[^\s()<>]*)*)>?(?:\s+("[^"]*"|'[^']*'))?\s*\)/.exec(
+    src.slice(k + 1),
+  );
   if (!rest) return null;
   return { text: src.slice(open + 1, k), url: rest[1], end: k + 1 + rest[0].length };
 }

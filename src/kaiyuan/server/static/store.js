@@ -2,9 +2,9 @@
 //
 // Owns: the stored shapes and their keys. A conversation is
 //   {id, title, model, created, updated, messages: [{role, content, reasoning?, reasoningTokens?, reasoningMs?,
-//    model?, error?, stopped?}]}
-// and settings are {systemPrompt, temperature, maxTokens, thinking, apiKey, model}. Reading tolerates damaged or foreign
-// data (it is dropped, never thrown); writing reports a full storage instead of failing silently.
+//    model?, error?, stopped?, truncated?}]}
+// and settings are {systemPrompt, temperature, maxTokens, thinking, apiKey, model}. Reading tolerates damaged or
+// foreign data (it is dropped, never thrown); writing reports a full storage instead of failing silently.
 // Must not know the DOM or the server.
 
 const CONVERSATIONS_KEY = "kaiyuan.chat.conversations.v1";
@@ -34,7 +34,8 @@ function write(key, value) {
     localStorage.setItem(key, JSON.stringify(value));
     return null;
   } catch (exc) {
-    return `Could not save in this browser (${exc && exc.name ? exc.name : exc}); export your conversations and delete old ones.`;
+    const why = exc && exc.name ? exc.name : exc;
+    return `Could not save in this browser (${why}); export your conversations and delete old ones.`;
   }
 }
 
@@ -44,6 +45,7 @@ function cleanMessage(m) {
   for (const key of ["reasoning", "model", "error"]) if (typeof m[key] === "string" && m[key]) out[key] = m[key];
   for (const key of ["reasoningTokens", "reasoningMs"]) if (Number.isFinite(m[key])) out[key] = m[key];
   if (m.stopped === true) out.stopped = true;
+  if (m.truncated === true) out.truncated = true;
   return out;
 }
 
@@ -71,14 +73,19 @@ export function saveConversations(list) {
 }
 
 export function newConversation(model) {
-  const id = typeof crypto !== "undefined" && crypto.randomUUID ? crypto.randomUUID() : `c${Date.now()}${Math.random().toString(16).slice(2)}`;
+  const id =
+    typeof crypto !== "undefined" && crypto.randomUUID
+      ? crypto.randomUUID()
+      : `c${Date.now()}${Math.random().toString(16).slice(2)}`;
   const now = Date.now();
   return { id, title: "New chat", model: model || "", created: now, updated: now, messages: [] };
 }
 
 /** A short title from the first user message. */
 export function titleFrom(text) {
-  const line = String(text || "").replace(/\s+/g, " ").trim();
+  const line = String(text || "")
+    .replace(/\s+/g, " ")
+    .trim();
   if (!line) return "New chat";
   return line.length > 48 ? `${line.slice(0, 47)}…` : line;
 }
