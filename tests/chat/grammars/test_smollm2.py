@@ -9,9 +9,9 @@ from typing import Any
 
 import jsonschema
 import pytest
-from tests.chat.grammars.conftest import smollm2_path
 
 from kaiyuan.chat.grammars import json_schema_grammar, response_format_grammar
+from tests.chat.grammars._llama_oracle import smollm2_path
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
