@@ -219,6 +219,11 @@ def run_server_round(
 # -- the run -------------------------------------------------------------------------------------------------
 
 
+# Workload sizes when not given on the command line: the full run and --quick (a harness check).
+FULL = {"rounds": 3, "max_tokens": 128, "single_runs": 2, "latency_runs": 5, "ttft_pairs": 3}
+QUICK = {"rounds": 1, "max_tokens": 32, "single_runs": 1, "latency_runs": 2, "ttft_pairs": 1}
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -228,13 +233,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ctx", type=int, default=2048, help="context per sequence slot, tokens (default 2048)")
     p.add_argument("--parallel", type=int, default=8, help="slots of kaiyuan and llama-server (default 8)")
     p.add_argument(
-        "--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)"
+        "--rounds", type=int, help="interleaved rounds; medians are reported (default 3, --quick 1)"
     )
-    p.add_argument("--max-tokens", type=int, default=128, help="tokens per streamed answer (default 128)")
+    p.add_argument("--max-tokens", type=int, help="tokens per streamed answer (default 128, --quick 32)")
     p.add_argument("--concurrency", type=int, default=8, help="concurrent streams (default 8)")
-    p.add_argument("--single-runs", type=int, default=2, help="single-stream answers per round (default 2)")
-    p.add_argument("--latency-runs", type=int, default=5, help="max_tokens=1 requests per round (default 5)")
-    p.add_argument("--ttft-pairs", type=int, default=3, help="cold/warm TTFT pairs per round (default 3)")
+    p.add_argument("--single-runs", type=int, help="single-stream answers per round (default 2, --quick 1)")
+    p.add_argument("--latency-runs", type=int, help="max_tokens=1 requests per round (default 5, --quick 2)")
+    p.add_argument("--ttft-pairs", type=int, help="cold/warm TTFT pairs per round (default 3, --quick 1)")
     p.add_argument(
         "--system-tokens", type=int, default=1000, help="system prompt length for TTFT (default 1000)"
     )
@@ -258,14 +263,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--out", type=Path, help="result JSON (default benchmarks/results/serve_bench-<time>.json)"
     )
     args = p.parse_args(argv)
-    if args.quick:
-        args.rounds, args.max_tokens, args.single_runs, args.latency_runs, args.ttft_pairs = 1, 32, 1, 2, 1
+    for name, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, name) is None:  # an explicit flag wins over the preset
+            setattr(args, name, value)
     peers = [x.strip() for x in args.peers.split(",") if x.strip()]
     unknown = [x for x in peers if x not in peers_mod.PEERS]
     if unknown:
         p.error(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(peers_mod.PEERS)}")
     args.peers = peers
-    for name in ("threads", "ctx", "parallel", "rounds", "max_tokens", "concurrency"):
+    for name in ("threads", "ctx", "parallel", "rounds", "max_tokens", "concurrency", "single_runs"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.max_tokens < 2:
