@@ -89,10 +89,11 @@ def test_cancel_frees_slot() -> None:
         it = iter(handle)
         next(it)
         assert eng.stats().running == 1
+        at_cancel = handle.generated_tokens
         handle.cancel()
-        rest = list(it)
+        list(it)
         assert handle.finish_reason == "cancelled"
-        assert len(rest) < 5
+        assert handle.generated_tokens <= at_cancel + 1  # at most the step already in flight
         deadline = time.monotonic() + 2
         while eng.stats().running and time.monotonic() < deadline:
             time.sleep(0.01)

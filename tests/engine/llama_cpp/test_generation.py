@@ -173,9 +173,11 @@ def test_cancel_frees_the_slot(model_path: str) -> None:
         events = iter(handle)
         next(events)
         assert eng.stats().running == 1 and eng.stats().waiting == 1
+        at_cancel = handle.generated_tokens
         handle.cancel()
-        rest = list(events)
-        assert handle.finish_reason == "cancelled" and len(rest) < 5
+        list(events)
+        assert handle.finish_reason == "cancelled"
+        assert handle.generated_tokens <= at_cancel + 1  # at most the step already in flight
         # The waiting request gets the freed slot and completes.
         assert len(list(queued)) == 3 and queued.finish_reason == "length"
         wait_for(lambda: eng.stats().running == 0)
