@@ -38,6 +38,7 @@ _NEGATION_UNIVERSE = cs.complement(_CONTROLS_BUT_WHITESPACE)
 _SAFE_BASE = cs.union(cs.PRINTABLE_ASCII, cs.of_chars("\t\n\r"))
 _DOT = cs.subtract(_NEGATION_UNIVERSE, cs.normalize([(0x0A, 0x0A), (0x0D, 0x0D), (0x2028, 0x2029)]))
 
+_MAX_REPEAT = 100_000
 _SHORTHAND = {"d": cs.DIGIT, "w": cs.WORD, "s": cs.SPACE}
 _SIMPLE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "f": "\f", "v": "\v", "0": "\0"}
 
@@ -162,6 +163,8 @@ class _Parser:
                 hi = None if comma and not hi_s else int(hi_s) if hi_s else lo
                 if hi is not None and hi < lo:
                     raise RegexSyntaxError(f"quantifier {{{body}}} has max below min in {self.src!r}")
+                if lo > _MAX_REPEAT:
+                    raise self.unsupported(f"a quantifier minimum above {_MAX_REPEAT}")
                 return lo, hi
         return None
 

@@ -50,6 +50,7 @@ class Limits:
     spaces: bool = True  # with ``compact``: one optional space after ':' and ','
 
 
+_MAX_MINIMUM = 100_000  # minLength/minItems/minProperties beyond this cannot be met by a generated answer
 _FREE_DEPTH = 2  # nesting of free-form JSON ({} / true schemas) under a budget, when ``depth`` is not smaller
 
 
@@ -402,6 +403,10 @@ class Compiler:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or int(value) != value:
             raise invalid((*path, key), f"'{key}' must be a non-negative integer")
+        if key.startswith("min") and value > _MAX_MINIMUM:
+            raise unsupported(
+                key, path, f"a minimum above {_MAX_MINIMUM} cannot be generated within any answer"
+            )
         return int(value)
 
     def _compile_string(self, schema: Schema, path: Path) -> ir.Node:
