@@ -689,6 +689,10 @@ def test_phone_width_is_usable(tab: Callable[..., Tab]) -> None:
     assert t.page.evaluate("() => document.documentElement.scrollWidth") <= 390
     t.page.get_by_role("button", name="Show conversations").click()
     expect(sidebar).to_be_visible()
+    expect(chat.conversations.first).to_be_focused()
+    t.page.keyboard.press("Escape")
+    expect(sidebar).to_be_hidden()
+    t.page.get_by_role("button", name="Show conversations").click()
     expect(chat.conversations).to_have_text(["Hi from a phone"])
     chat.conversations.first.click()
     expect(sidebar).to_be_hidden()

@@ -733,6 +733,8 @@ function openSidebar() {
   ui.scrim.hidden = false;
   ui.toggleSidebar.setAttribute("aria-expanded", "true");
   ui.toggleSidebar.setAttribute("aria-label", "Hide conversations");
+  // the drawer slides in (visibility changes at the end of the transition): focus it once it can take focus
+  setTimeout(() => (ui.list.querySelector('[aria-current="true"]') || ui.newChat).focus(), 200);
 }
 
 function closeSidebar() {
@@ -760,7 +762,12 @@ ui.input.addEventListener("input", autosize);
 
 ui.stop.addEventListener("click", stop);
 document.addEventListener("keydown", (event) => {
-  if (event.key === "Escape" && state.streaming && !ui.settings.open) {
+  if (event.key !== "Escape" || ui.settings.open) return;
+  if (ui.app.classList.contains("sidebar-open")) {
+    event.preventDefault();
+    closeSidebar();
+    ui.toggleSidebar.focus();
+  } else if (state.streaming) {
     event.preventDefault();
     stop();
   }
