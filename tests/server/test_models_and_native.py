@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
+from kaiyuan.engine import GenerationRequest
+from kaiyuan.errors import EngineError
 from tests.server._support import get, post, run, sse_events
 
 
@@ -184,3 +188,15 @@ def test_cors_is_off_unless_configured(fake_server) -> None:
 
     resp = run(options())
     assert resp.status_code == 200 and resp.headers["access-control-allow-origin"] == "http://app.example"
+
+
+def test_unload_now_or_after_the_last_request(fake_server) -> None:
+    app, models = fake_server()
+    manager = app.state.runtime.models
+    assert run(manager.unload("fake:latest")) is False  # not loaded
+    run(post(app, "/v1/chat/completions", chat("fake")))
+    engine = models.engines["fake:latest"]
+    assert run(manager.unload("fake:latest")) is True
+    assert manager.loaded() == []
+    with pytest.raises(EngineError, match="closed"):
+        engine.submit(GenerationRequest(prompt=[1]))

@@ -167,6 +167,20 @@ class ModelManager:
         for entry in to_close:
             await asyncio.to_thread(self._close, entry)
 
+    async def unload(self, name: str) -> bool:
+        """Unload model ``name`` (canonical ``name:tag``) now, or when its last lease ends; False when it was not
+        loaded. (Ollama's ``keep_alive``.)"""
+        with self._mutex:
+            entry = self._loaded.pop(name, None)
+            if entry is None:
+                return False
+            entry.evicting = True
+            idle = entry.leases == 0
+        log.info("unloading %s", name)
+        if idle:
+            await asyncio.to_thread(self._close, entry)
+        return True
+
     def _close(self, entry: LoadedModel) -> None:
         try:
             entry.model.engine.close()

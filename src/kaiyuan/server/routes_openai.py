@@ -112,7 +112,6 @@ async def get_model(model_id: str, request: Request) -> Response:
 
 
 def _stream_response(
-    runtime: Runtime,
     lease: ModelLease,
     stream: ChatStream,
     encode: Callable[[Any], list[Any]],
@@ -168,7 +167,7 @@ async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> 
             logprobs=logprobs,
             reasoning_field=runtime.settings.reasoning_field,
         )
-        return _stream_response(runtime, lease, stream, encoder.encode, finish)
+        return _stream_response(lease, stream, encoder.encode, finish)
 
     try:
         result = await run_watching_disconnect(request, collect_stream(stream), stream.cancel)
@@ -225,7 +224,7 @@ async def completions(body: oa.CompletionRequest, request: Request) -> Response:
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
             logprobs=logprobs,
         )
-        return _stream_response(runtime, lease, stream, encoder.encode, finish)
+        return _stream_response(lease, stream, encoder.encode, finish)
 
     try:
         result = await run_watching_disconnect(request, collect_stream(stream), stream.cancel)
