@@ -332,3 +332,37 @@ def test_penalties_reduce_repetition(engine) -> None:
     assert most_repeated() > 1
     assert most_repeated(presence_penalty=2.0) == 1
     assert most_repeated(repetition_penalty=1.5) == 1
+
+
+def test_event_loop_keeps_running_during_decode(engine) -> None:
+    """Four async streams on one event loop, plus a ticker: ``llama_decode`` releases the GIL, so the loop keeps
+    ticking *during* decode steps, not only between them."""
+
+    async def run() -> tuple[int, list[int]]:
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop.is_set():
+                await asyncio.sleep(0.001)
+                ticks += 1
+
+        async def consume(text: str) -> int:
+            handle = engine.submit(
+                GenerationRequest(prompt=engine.tokenize(text), sampling=GREEDY, max_tokens=24)
+            )
+            return len([e async for e in handle])
+
+        tick = asyncio.create_task(ticker())
+        counts = await asyncio.gather(*(consume(p) for p in PROMPTS))
+        stop.set()
+        await tick
+        return ticks, counts
+
+    steps_before = engine.scheduler.steps
+    ticks, counts = asyncio.run(run())
+    steps = engine.scheduler.steps - steps_before
+    assert all(n > 0 for n in counts)
+    # With the GIL held through each decode, the ticker could run about once per step.
+    assert ticks > 2 * steps, (ticks, steps)
