@@ -125,7 +125,7 @@ def export_model(
     console: Console | None = None,
 ) -> ExportResult:
     """Export store model ``name``; see the module docstring. Returns what was written."""
-    from kaiyuan.license import enforce_policy
+    from kaiyuan.license import enforce_policy, evaluate
     from kaiyuan.store import ModelStore
 
     console = console or Console(stderr=True)
@@ -150,7 +150,10 @@ def export_model(
         raise ExportError(
             f"{manifest.full_name} stacks {len(manifest.adapters)} adapters; export supports one"
         )
-    enforce_policy(record, settings.policy, "export")  # LicenseDenied before any byte is written
+    resolver = _store_resolver(store)
+    enforce_policy(
+        record, settings.policy, "export", resolver=resolver
+    )  # LicenseDenied before any byte is written
 
     lora_out = is_adapter and not merge
     if lora_out:
@@ -188,7 +191,7 @@ def export_model(
                 _copy_or_quantize(manifest.model_path, dest, quant, settings, progress)
         result.files.append(dest)
         if bundle is not None and bundle_tmp is not None:
-            _write_bundle(bundle_tmp, record, dest)
+            _write_bundle(bundle_tmp, evaluate(record, resolver=resolver), dest)
             if bundle.exists():
                 shutil.rmtree(bundle)
             bundle_tmp.rename(bundle)
@@ -253,7 +256,24 @@ def _copy_or_quantize(
         progress.update(task, completed=1)
 
 
-def _write_bundle(folder: Path, record: dict[str, Any], model_file: Path) -> None:
+def _store_resolver(store: Any) -> Any:
+    """Lets the license guard find a parent (lineage base model) in the store by name."""
+    from kaiyuan.errors import InvalidRequest, ModelNotFound
+
+    def resolve(ref: dict[str, Any]) -> dict[str, Any] | None:
+        for key in ("store_name", "name"):
+            value = ref.get(key)
+            if isinstance(value, str) and value:
+                try:
+                    return _model_record(store.resolve(value))
+                except (ModelNotFound, InvalidRequest):
+                    continue
+        return None
+
+    return resolve
+
+
+def _write_bundle(folder: Path, record: Any, model_file: Path) -> None:
     """LICENSE, NOTICE, README.md (model card) and the CycloneDX AI-BOM next to the model file."""
     from kaiyuan.license import write_cyclonedx_bom, write_license_file, write_model_card, write_notice
 
