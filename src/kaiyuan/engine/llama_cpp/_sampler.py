@@ -4,7 +4,8 @@ Chain order (llama.cpp's own): logit bias → penalties → grammar → top-k �
 Temperature 0 (or below) is greedy: the argmax after bias, penalties and grammar. Penalties see the generated
 tokens only (the last 64), as in vLLM's presence/frequency penalties. ``grammar_after`` makes the grammar lazy:
 llama.cpp's grammar sampler waits until the trigger text has been generated, then constrains what follows
-(the grammar is fed the trigger itself through a wrapping rule, then optional whitespace, then the root rule).
+(the grammar is fed the trigger itself through a wrapping rule, then at most ``_TRIGGER_WS`` whitespace
+characters, then the root rule).
 
 Logprobs are the model's own distribution (log-softmax of the raw logits, before bias, penalties, grammar or
 temperature), like vLLM's default. Knows nothing of batches or slots.
@@ -28,6 +29,9 @@ __all__ = ["Sampler", "logprobs_of"]
 
 PENALTY_LAST_N = 64
 _TRIGGER_RULE = "kaiyuan-after-trigger"
+# Whitespace allowed between the trigger and the grammar's root ("</think>\n\n"). Bounded: with an unbounded
+# run, a small or random model writes whitespace until max_tokens and the structured answer never starts.
+_TRIGGER_WS = 4
 
 
 def _gbnf_literal(text: str) -> str:
@@ -118,8 +122,10 @@ def _grammar(model: Model, grammar: str, after: str | None) -> Any:
         ptr = lib.llama_sampler_init_grammar(model.vocab, grammar.encode(), b"root")
     else:
         # The lazy grammar replays generated text from where the trigger matched, so the grammar must accept
-        # the trigger first; models write whitespace after "</think>", allow it.
-        wrapped = f"{grammar}\n{_TRIGGER_RULE} ::= {_gbnf_literal(after)} [ \\t\\n\\r]* root\n"
+        # the trigger first; models write whitespace after "</think>", allow a little of it.
+        wrapped = (
+            f"{grammar}\n{_TRIGGER_RULE} ::= {_gbnf_literal(after)} [ \\t\\n\\r]{{0,{_TRIGGER_WS}}} root\n"
+        )
         patterns = (ctypes.c_char_p * 1)(re.escape(after).encode())
         ptr = lib.llama_sampler_init_grammar_lazy_patterns(
             model.vocab, wrapped.encode(), _TRIGGER_RULE.encode(), patterns, 1, None, 0
