@@ -61,7 +61,7 @@ def test_store_import_checks_the_lineage_of_the_file(kaiyuan_home: Path, tiny_gg
 
 def _server(kaiyuan_home: Path, policy: dict[str, Any]) -> tuple[Any, list[str]]:
     server = pytest.importorskip("kaiyuan.server")
-    from kaiyuan.server._loader import make_loader
+    from kaiyuan.model_loader import make_loader
 
     settings = Settings(home=kaiyuan_home, policy=policy)
     store = ModelStore(kaiyuan_home)  # models were imported before the policy was set

@@ -33,7 +33,7 @@ def _load_model(name: str, *, ctx: int | None, threads: int | None) -> Any:
     from rich.console import Console
 
     from kaiyuan.config import load_settings
-    from kaiyuan.server._loader import make_loader
+    from kaiyuan.model_loader import make_loader
     from kaiyuan.store import ModelStore
 
     settings = load_settings(ctx=ctx, threads=threads).replace(parallel=1, max_queue=4)

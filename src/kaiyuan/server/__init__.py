@@ -6,7 +6,7 @@ is the production runtime; tests build one around a ``ModelManager`` whose loade
 """
 
 from kaiyuan.server._app import create_app
-from kaiyuan.server._loader import default_engine_factory, make_loader
+from kaiyuan.model_loader import default_engine_factory, make_loader
 from kaiyuan.server._models import LoadedModel, ModelLease, ModelManager
 from kaiyuan.server._runtime import Runtime, get_runtime
 

@@ -5,7 +5,7 @@ Owns the loaded set, a lease count per model (a model serving a request is never
 waits for its last lease), per-model load locks (concurrent first requests load once) and running the blocking
 load/close calls in a worker thread so the event loop never stalls. What "loading" means is injected
 (``loader``: canonical name → ``ChatModel``) and so is name resolution (``resolve``: any name or alias →
-canonical name, raising ``ModelNotFound``); the production pair comes from ``_loader.py``, tests pass fakes.
+canonical name, raising ``ModelNotFound``); the production pair comes from ``kaiyuan.model_loader``, tests pass fakes.
 Must not know HTTP.
 """
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 
 from kaiyuan.config import Settings
-from kaiyuan.server._loader import EngineFactory, default_engine_factory, make_loader
+from kaiyuan.model_loader import EngineFactory, default_engine_factory, make_loader
 from kaiyuan.server._metrics import Metrics
 from kaiyuan.server._models import ModelManager
 from kaiyuan.store import ModelStore

@@ -1,4 +1,6 @@
-"""Turning a store model into a ``ChatModel`` the server can use: the production loader for ``ModelManager``.
+"""Turning a store model into a ready ``ChatModel``: the production loader of the server's ``ModelManager`` and of
+``kaiyuan run``. It sits beside the server rather than inside it because loading a model is not HTTP: the CLI
+needs it without importing FastAPI. Layer: like server/tune/export (it may import store, license, engine, chat).
 
 Owns the steps of a load, in order: resolve the name in the store, check the license policy for serving, start
 the engine (injectable ``engine_factory``; the default is llama.cpp via ``kaiyuan.engine.load_engine`` with the
