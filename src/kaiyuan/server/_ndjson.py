@@ -1,0 +1,144 @@
+"""HTTP plumbing of the Ollama skin: NDJSON streams, the ``{"error": "..."}`` envelope, and a route class that
+answers every error of an ``/api`` route in that envelope with Ollama's status codes.
+
+Owns: ``NDJSONResponse`` (``application/x-ndjson`` that always runs its ``on_close``, also when the client goes
+away, so the generation or pull behind it is cancelled), ``ndjson_lines`` (objects → one JSON line each; an
+error mid-stream becomes one ``{"error": ...}`` line, which the ``ollama`` client raises as ``ResponseError``),
+``ollama_error_response`` (the error tree → status + envelope, reading the same ``http_status`` attributes as
+the OpenAI table in ``_errors.py``) and ``OllamaRoute`` (an ``APIRoute`` whose handler maps errors, including
+body validation errors, so the app-wide OpenAI handlers never see them). Must not know models or routes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from kaiyuan.errors import KaiyuanError, LicenseDenied, ModelNotFound, Overloaded
+from kaiyuan.server._errors import validation_param
+
+__all__ = [
+    "NDJSONResponse",
+    "OllamaRoute",
+    "error_line",
+    "json_response",
+    "ndjson_lines",
+    "ollama_error_message",
+    "ollama_error_response",
+]
+
+log = logging.getLogger(__name__)
+
+_INTERNAL = "internal error; the server log has the details"
+
+
+def ollama_error_message(exc: KaiyuanError) -> str:
+    text = exc.message
+    if isinstance(exc, ModelNotFound) and exc.suggestions and "did you mean" not in text:
+        text += f" (did you mean: {', '.join(exc.suggestions)}?)"
+    if isinstance(exc, LicenseDenied) and exc.reasons:
+        text += " Reasons: " + "; ".join(exc.reasons)
+    return text
+
+
+def _body(message: str) -> bytes:
+    return json.dumps({"error": message}, ensure_ascii=False).encode()
+
+
+def error_line(message: str) -> bytes:
+    return _body(message) + b"\n"
+
+
+def ollama_error_response(exc: KaiyuanError) -> Response:
+    """``{"error": "..."}`` with the status the error tree assigns (404 unknown model, 400 bad request …)."""
+    status = int(exc.http_status)
+    headers: dict[str, str] = {}
+    if isinstance(exc, Overloaded):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    if status >= 500 and not isinstance(exc, Overloaded):
+        log.error("request failed: %s", exc.message, exc_info=exc)
+    return Response(
+        _body(ollama_error_message(exc)), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    errors = list(exc.errors())
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return f"invalid JSON in the request body: {first.get('ctx', {}).get('error', first.get('msg'))}"
+    loc = tuple(first.get("loc", ()))
+    if first.get("type") == "missing" and loc == ("body",):
+        return "missing request body"
+    param = validation_param(loc)
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if param and first.get("type") == "missing":
+        return f"{param} is required"
+    return f"{param}: {message}" if param else message
+
+
+def json_response(obj: Any, status_code: int = 200) -> Response:
+    """A response object of ``protocol.ollama`` as JSON (empty fields omitted, as Ollama does)."""
+    return Response(obj.to_json(), status_code=status_code, media_type="application/json")
+
+
+class OllamaRoute(APIRoute):
+    """An ``APIRoute`` that answers errors in Ollama's envelope instead of the app's OpenAI one."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                return Response(
+                    _body(_validation_message(exc)), status_code=400, media_type="application/json"
+                )
+            except KaiyuanError as exc:
+                return ollama_error_response(exc)
+            except Exception:
+                log.exception("internal error on %s %s", request.method, request.url.path)
+                return Response(_body(_INTERNAL), status_code=500, media_type="application/json")
+
+        return route
+
+
+class NDJSONResponse(StreamingResponse):
+    """``application/x-ndjson`` whose ``on_close`` runs exactly once however the stream ends."""
+
+    media_type = "application/x-ndjson"
+
+    def __init__(self, content: AsyncIterator[bytes], *, on_close: Callable[[], None]) -> None:
+        super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+async def ndjson_lines(objects: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    """One JSON line per object (``to_json()``); an error mid-stream ends it with one ``{"error": ...}`` line."""
+    try:
+        async for obj in objects:
+            yield obj.to_json().encode() + b"\n"
+    except KaiyuanError as exc:
+        log.warning("stream ended by an error: %s", exc.message)
+        yield error_line(ollama_error_message(exc))
+    except Exception:
+        log.exception("stream failed")
+        yield error_line(_INTERNAL)
