@@ -410,7 +410,7 @@ function thinkingSummary(message, live) {
   const parts = [live ? "Thinking…" : "Thinking"];
   if (message.reasoningTokens)
     parts.push(`${message.reasoningTokens} token${message.reasoningTokens === 1 ? "" : "s"}`);
-  if (message.reasoningMs) parts.push(formatSeconds(message.reasoningMs));
+  if (Number.isFinite(message.reasoningMs)) parts.push(formatSeconds(message.reasoningMs));
   return parts.join(" · ");
 }
 
