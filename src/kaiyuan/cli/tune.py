@@ -116,14 +116,17 @@ def train_command(base: str | None, resume: str | None, **options: Any) -> None:
         if missing:
             raise click.UsageError(f"missing {', '.join(missing)} (see `kaiyuan tune --help`)")
         targets = options.pop("target_modules")
-        config = TuneConfig(
-            base=str(base),
-            data=str(options.pop("data")),
-            name=str(options.pop("name")),
-            eval_data=str(options.pop("eval_data")) if options.get("eval_data") else None,
-            **({"target_modules": [t.strip() for t in targets.split(",") if t.strip()]} if targets else {}),
-            **{k: v for k, v in options.items() if k != "eval_data"},
-        )
+        eval_data = options.pop("eval_data")
+        fields: dict[str, Any] = {
+            "base": str(base),
+            "data": str(options.pop("data")),
+            "name": str(options.pop("name")),
+            "eval_data": str(eval_data) if eval_data else None,
+            **options,
+        }
+        if targets:
+            fields["target_modules"] = [t.strip() for t in targets.split(",") if t.strip()]
+        config = TuneConfig(**fields)
         result = run_tune(config, settings=settings)
     before = f"{result.eval_before.loss:.4f}" if result.eval_before else "-"
     after = f"{result.eval_after.loss:.4f}" if result.eval_after else "-"

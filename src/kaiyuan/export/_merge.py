@@ -130,9 +130,9 @@ def merge_adapter(
     total = len(reader.tensors)
     try:
         for index, tensor in enumerate(reader.tensors):
-            shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))
+            rows_cols = tuple(int(n) for n in reversed(tensor.shape.tolist()))
             weights = np.asarray(gguf.quants.dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
-            weights = weights.reshape(shape)
+            weights = weights.reshape(rows_cols)
             delta = adapter.delta(tensor.name)
             if delta is not None:
                 if delta.shape != weights.shape:

@@ -83,6 +83,9 @@ def load_base(model_path: Path, device: Any, dtype: Any) -> LoadedBase:
     """Load a GGUF file (dequantized) or an HF-layout folder as a causal LM plus its tokenizer."""
     import_torch()
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # kaiyuan prints its own progress; tqdm bars would interleave with it
 
     model_path = Path(model_path)
     if model_path.is_dir():
@@ -137,7 +140,7 @@ def attach_lora(
         )
     config = LoraConfig(
         r=rank,
-        lora_alpha=alpha,
+        lora_alpha=alpha,  # type: ignore[arg-type]  # PEFT annotates int, accepts float
         lora_dropout=dropout,
         target_modules=list(target_modules),
         bias="none",
