@@ -480,7 +480,7 @@ def _plan_chat(model: ChatModel, request: ChatRequest) -> _Plan:
         )
     kwargs = dict(request.chat_template_kwargs)
     if request.reasoning_effort is not None:
-        kwargs.setdefault("reasoning_effort", request.reasoning_effort)
+        kwargs.setdefault("reasoning_effort", dialect.template_reasoning_effort(request.reasoning_effort))
     messages = list(request.messages)
     if model.default_system and not any(m.role in ("system", "developer") for m in messages):
         messages.insert(0, Message(role="system", content=model.default_system))

@@ -41,6 +41,8 @@ class Dialect:
     tool_call_id_length: int | None = None
     variant: str = ""  # a format detail within the family (Mistral "v3"/"v11" calls, GLM "compact" tags)
     description: str = ""
+    # OpenAI reasoning_effort → the value this family's template understands (absent: passed on unchanged)
+    template_efforts: tuple[tuple[str, str], ...] = ()
 
     @property
     def has_reasoning(self) -> bool:
@@ -56,6 +58,11 @@ class Dialect:
             return False
         assert self.reasoning_start is not None
         return rendered_prompt.rstrip().endswith(self.reasoning_start)
+
+    def template_reasoning_effort(self, effort: str) -> str:
+        """The ``reasoning_effort`` template variable for an OpenAI ``reasoning_effort`` value (Hunyuan's
+        template accepts only ``no_think``/``low``/``high`` and refuses anything else)."""
+        return dict(self.template_efforts).get(effort, effort)
 
     def new_tool_call_id(self) -> str:
         """A fresh id for a parsed tool call (``call_<random>``; 9 alphanumerics where the family requires it)."""
@@ -110,6 +117,13 @@ DIALECTS: dict[str, Dialect] = {
             "<think:opensource>",
             "</think:opensource>",
             description="Tencent Hunyuan (Hy3): <tool_calls:opensource> with <arg_key:opensource> pairs",
+            template_efforts=(
+                ("none", "no_think"),
+                ("minimal", "low"),
+                ("medium", "high"),
+                ("xhigh", "high"),
+                ("max", "high"),
+            ),
         ),
         Dialect(
             "kimi-k2",
