@@ -257,9 +257,10 @@ def main() -> None:
             f"| {v} | {s['valid']}/{n} | {s['json']}/{n} | {s['cut']}/{n} | {s['refused']}/{n} | "
             f"{s['tokens'] / max(ran, 1):.0f} | {s['compile_ms'] / max(ran, 1):.0f} ms |"
         )
-    if "kaiyuan" in stats and "llama.cpp" in stats:
-        base = max(stats["llama.cpp"]["valid"], 1)
-        print(f"\nvalid-answer ratio kaiyuan / llama.cpp: {stats['kaiyuan']['valid'] / base:.2f}")
+    for peer in ("llama.cpp", "llama-server"):
+        if "kaiyuan" in stats and peer in stats:
+            ratio = stats["kaiyuan"]["valid"] / max(stats[peer]["valid"], 1)
+            print(f"valid answers, kaiyuan / {peer}: {ratio:.2f}")
     if args.out:
         args.out.write_text(json.dumps(records, indent=1, ensure_ascii=False))
     if server is not None:

@@ -209,11 +209,10 @@ def _class_body(ranges: cs.Ranges) -> Iterator[str]:
 
 
 def char_class(ranges: cs.Ranges) -> str:
-    """The shorter of ``[...]`` and ``[^...]`` for a set of code points."""
-    negated = cs.subtract(cs.complement(ranges), cs.SURROGATES)
-    positive = "".join(_class_body(ranges))
-    if negated and len(negated) < len(ranges):
-        return "[^" + "".join(_class_body(negated)) + "]"
-    if not negated:
-        return "[^\\x00]" if not cs.contains(ranges, 0) else "[\\x00-\\U0010FFFF]"
-    return f"[{positive}]"
+    """The shorter of ``[...]`` and ``[^...]`` for a set of code points (surrogates never occur in UTF-8)."""
+    excluded = cs.complement(ranges)
+    if not excluded:
+        return "[\\x00-\\U0010FFFF]"
+    if len(excluded) < len(ranges):
+        return "[^" + "".join(_class_body(excluded)) + "]"
+    return "[" + "".join(_class_body(ranges)) + "]"

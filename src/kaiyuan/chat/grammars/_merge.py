@@ -128,8 +128,8 @@ def _merge_two(a: Schema, b: Schema, path: Path) -> Schema:
                 else (mine[i] if i < len(mine) else value[i])
                 for i in range(longest)
             ]
-        elif key == "uniqueItems" or key == "nullable":
-            out[key] = bool(mine) or bool(value) if key == "uniqueItems" else bool(mine) and bool(value)
+        elif key == "uniqueItems":
+            out[key] = bool(mine) or bool(value)
         elif key in ("anyOf", "oneOf"):
             if key == "oneOf":
                 raise unsupported("oneOf", path, "allOf combines two oneOf lists")
