@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -105,6 +106,16 @@ class OllamaRoute(APIRoute):
             except RequestValidationError as exc:
                 return Response(
                     _body(_validation_message(exc)), status_code=400, media_type="application/json"
+                )
+            except HTTPException as exc:  # FastAPI: a body it cannot decode (not UTF-8 …)
+                message = str(exc.detail)
+                if "parsing the body" in message:
+                    message = "the request body is not valid JSON (send UTF-8 JSON)"
+                return Response(
+                    _body(message),
+                    status_code=exc.status_code,
+                    headers=exc.headers,
+                    media_type="application/json",
                 )
             except KaiyuanError as exc:
                 return ollama_error_response(exc)
