@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from kaiyuan.chat import ChatStream, collect_stream, start_chat, start_completion
+from kaiyuan.chat import ChatResult, ChatStream, collect_stream, start_chat, start_completion
 from kaiyuan.errors import InvalidRequest, KaiyuanError, ModelNotFound
 from kaiyuan.license import license_summary
 from kaiyuan.protocol import convert
@@ -130,6 +130,50 @@ def _stream_response(
     return EventStreamResponse(sse_events(objects()), on_close=on_close)
 
 
+# An encoder turns one native chunk into the wire objects of one SSE event each.
+_Encode = Callable[[Any], list[Any]]
+
+
+async def _generate(
+    request: Request,
+    model_name: str,
+    *,
+    id_prefix: str,
+    start: Callable[[Any, Any], ChatStream],
+    stream_encoder: Callable[[str, str, int], _Encode] | None,
+    respond: Callable[[str, str, int, ChatResult], Any],
+) -> Response:
+    """The one way a generation is served: lease the model, start the stream (errors still become statuses),
+    then either stream it as SSE (``stream_encoder`` given) or collect it and answer with ``respond``. Metrics,
+    the lease and the engine slots are released on every path, also when the client goes away."""
+    runtime = get_runtime(request)
+    lease = await runtime.models.acquire(model_name)
+    timer = runtime.metrics.timer(lease.name)
+    try:
+        stream = start(lease.model, timer)
+    except BaseException:
+        timer.finish(None)
+        lease.release()
+        raise
+
+    created = int(time.time())
+    request_id = convert.new_id(id_prefix)
+
+    def finish() -> None:
+        timer.finish(stream.usage)
+
+    if stream_encoder is not None:
+        return _stream_response(lease, stream, stream_encoder(request_id, lease.name, created), finish)
+
+    try:
+        result = await run_watching_disconnect(request, collect_stream(stream), stream.cancel)
+    finally:
+        stream.cancel()
+        finish()
+        lease.release()
+    return _json(respond(request_id, lease.name, created, result))
+
+
 # -- chat ----------------------------------------------------------------------------------------------------
 
 
@@ -140,51 +184,38 @@ def _stream_response(
     summary="Create a chat completion (stream: true gives server-sent events)",
 )
 async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> Response:
-    runtime = get_runtime(request)
     native = convert.chat_request_to_native(body)
-    lease = await runtime.models.acquire(native.model)
-    timer = runtime.metrics.timer(lease.name)
-    try:
-        stream = start_chat(lease.model, native, observer=timer)
-    except BaseException:
-        timer.finish(None)
-        lease.release()
-        raise
-
-    created = int(time.time())
-    request_id = convert.new_id("chatcmpl")
+    reasoning_field = get_runtime(request).settings.reasoning_field
     logprobs = native.sampling.logprobs
 
-    def finish() -> None:
-        timer.finish(stream.usage)
-
-    if native.stream:
-        encoder = convert.ChatStreamEncoder(
+    def stream_encoder(request_id: str, model: str, created: int) -> _Encode:
+        return convert.ChatStreamEncoder(
             id=request_id,
-            model=lease.name,
+            model=model,
             created=created,
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
             logprobs=logprobs,
-            reasoning_field=runtime.settings.reasoning_field,
-        )
-        return _stream_response(lease, stream, encoder.encode, finish)
+            reasoning_field=reasoning_field,
+        ).encode
 
-    try:
-        result = await run_watching_disconnect(request, collect_stream(stream), stream.cancel)
-    finally:
-        stream.cancel()
-        finish()
-        lease.release()
-    return _json(
-        convert.chat_completion_from_native(
+    def respond(request_id: str, model: str, created: int, result: ChatResult) -> Any:
+        return convert.chat_completion_from_native(
             id=request_id,
             created=created,
-            model=lease.name,
+            model=model,
             choices=result.choices,
             usage=result.usage,
             logprobs=logprobs,
-            reasoning_field=runtime.settings.reasoning_field,
+            reasoning_field=reasoning_field,
         )
+
+    return await _generate(
+        request,
+        native.model,
+        id_prefix="chatcmpl",
+        start=lambda model, observer: start_chat(model, native, observer=observer),
+        stream_encoder=stream_encoder if native.stream else None,
+        respond=respond,
     )
 
 
@@ -198,49 +229,35 @@ async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> 
     summary="Create a completion of a raw prompt (legacy API)",
 )
 async def completions(body: oa.CompletionRequest, request: Request) -> Response:
-    runtime = get_runtime(request)
     native = convert.completion_request_to_native(body)
-    lease = await runtime.models.acquire(native.model)
-    timer = runtime.metrics.timer(lease.name)
-    try:
-        stream = start_completion(lease.model, native, observer=timer)
-    except BaseException:
-        timer.finish(None)
-        lease.release()
-        raise
-
-    created = int(time.time())
-    request_id = convert.new_id("cmpl")
     logprobs = native.sampling.logprobs
 
-    def finish() -> None:
-        timer.finish(stream.usage)
-
-    if native.stream:
-        encoder = convert.CompletionStreamEncoder(
+    def stream_encoder(request_id: str, model: str, created: int) -> _Encode:
+        return convert.CompletionStreamEncoder(
             id=request_id,
-            model=lease.name,
+            model=model,
             created=created,
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
             logprobs=logprobs,
-        )
-        return _stream_response(lease, stream, encoder.encode, finish)
+        ).encode
 
-    try:
-        result = await run_watching_disconnect(request, collect_stream(stream), stream.cancel)
-    finally:
-        stream.cancel()
-        finish()
-        lease.release()
-    return _json(
-        convert.completion_from_native(
+    def respond(request_id: str, model: str, created: int, result: ChatResult) -> Any:
+        return convert.completion_from_native(
             id=request_id,
             created=created,
-            model=lease.name,
+            model=model,
             choices=result.choices,
             usage=result.usage,
             logprobs=logprobs,
         )
+
+    return await _generate(
+        request,
+        native.model,
+        id_prefix="cmpl",
+        start=lambda model, observer: start_completion(model, native, observer=observer),
+        stream_encoder=stream_encoder if native.stream else None,
+        respond=respond,
     )
 
 
