@@ -54,7 +54,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (400, "Invalid request"),
         (401, "Missing or wrong API key"),
         (403, "The license policy forbids this model"),
-        (404, "Unknown model"),
+        (404, "Unknown model (or, for a pull, unknown on the hub)"),
+        (409, "Pull: another model already has that name"),
+        (502, "Pull: the hub failed (network, digest mismatch)"),
         (503, "Overloaded; retry after Retry-After seconds"),
     )
 }
