@@ -300,6 +300,14 @@ def test_reasoning_is_shown_in_a_thinking_section_folded_after_the_reply(tab: Ca
     chat = t.chat(R1)
     # this template opens <think> in the prompt when enable_thinking is set, so the output is all reasoning
     chat.settings(max_tokens="300", temperature="1.0", thinking="On (enable_thinking: true)")
+    # The tiny model writes 300 tokens faster than a frame or two; a slow line (16 kB/s, about 60 chunks a
+    # second) lets the page paint while the reply is still coming in, as it would for a real model.
+    cdp = t.context.new_cdp_session(t.page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": 16_000, "uploadThroughput": -1},
+    )
     chat.watch_answer()
     chat.ask("Why is the sky blue?")
     answer = chat.wait_reply()
@@ -312,9 +320,8 @@ def test_reasoning_is_shown_in_a_thinking_section_folded_after_the_reply(tab: Ca
     assert match, summary
     assert 1 <= int(match.group(1)) <= 300
     states = chat.answer_states()
-    assert any(s["streaming"] and s["open"] and s["thinking"] for s in states), (
-        "Thinking is open while streaming"
-    )
+    live = [s["thinking"] for s in states if s["streaming"] and s["open"] and s["thinking"]]
+    assert len(set(live)) >= 3, f"Thinking should be open and growing while streaming: {states}"
 
     assert t.bodies[0]["chat_template_kwargs"] == {"enable_thinking": True}
     stored = chat.stored()[0]["messages"][-1]
