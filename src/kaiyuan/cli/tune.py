@@ -128,6 +128,8 @@ def train_command(base: str | None, resume: str | None, **options: Any) -> None:
             fields["target_modules"] = [t.strip() for t in targets.split(",") if t.strip()]
         config = TuneConfig(**fields)
         result = run_tune(config, settings=settings)
+    if not result.model:  # a non-zero rank of a torchrun launch: rank 0 reports
+        return
     before = f"{result.eval_before.loss:.4f}" if result.eval_before else "-"
     after = f"{result.eval_after.loss:.4f}" if result.eval_after else "-"
     click.echo(

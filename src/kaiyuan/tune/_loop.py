@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from kaiyuan.tune._batching import Batch, Row, Schedule, pad_batch
 from kaiyuan.tune._config import TuneConfig
+from kaiyuan.tune._distributed import Distributed
 from kaiyuan.tune._model import import_torch
 from kaiyuan.tune._render import IGNORE_INDEX
 
@@ -143,9 +144,11 @@ def train(
     reporter: Reporter,
     checkpoint: Callable[[int, float], None],
     periodic_eval: Callable[[int], None],
+    dist: Distributed | None = None,
 ) -> float:
     """Run optimizer steps ``start_step .. total_steps - 1``; returns the last step's loss."""
     torch = import_torch()
+    dist = dist or Distributed()
     params = [p for p in model.parameters() if p.requires_grad]
     model.train()
     tokens_seen, loss = 0, float("nan")
@@ -164,12 +167,20 @@ def train(
             checkpoint(step, loss)
 
         # micro-steps: gradients accumulate; each micro-batch's loss is divided by the trained tokens of the whole
-        # step, so every token weighs the same however the tokens fall into micro-batches
+        # step (over all ranks), so every token weighs the same however the tokens fall into micro-batches.
+        # With N processes (torchrun), rank r takes every N-th micro-batch of the one seeded sequence.
         batches = [
-            pad_batch([rows[i] for i in schedule.micro_batch(step * config.grad_accum + m)], pad_id)
+            pad_batch(
+                [
+                    rows[i]
+                    for i in schedule.micro_batch((step * config.grad_accum + m) * dist.world + dist.rank)
+                ],
+                pad_id,
+            )
             for m in range(config.grad_accum)
         ]
-        step_targets = sum(sum(1 for row in b.labels for t in row[1:] if t != IGNORE_INDEX) for b in batches)
+        local_targets = sum(sum(1 for row in b.labels for t in row[1:] if t != IGNORE_INDEX) for b in batches)
+        step_targets = dist.sum_int(local_targets)
         loss_total, step_tokens = 0.0, 0
         for batch in batches:
             inputs = _tensors(batch, device, config.packing)
@@ -179,13 +190,15 @@ def train(
             loss_total += float(loss_sum.detach())  # a sync point on GPU; one per micro-batch is cheap
             step_tokens += batch.tokens
 
-        # clip, step, zero_grad
+        # gradients of all ranks summed (LoRA matrices only), then clip, step, zero_grad
+        dist.sum_gradients(params)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.clip)) if config.clip else 0.0
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
         # one log line
-        loss = loss_total / max(1, step_targets)
+        loss = dist.sum_float(loss_total) / max(1, step_targets)
+        step_tokens = dist.sum_int(step_tokens)
         dt = time.perf_counter() - t0
         tokens_seen += step_tokens
         done = step + 1

@@ -26,6 +26,7 @@ from kaiyuan.errors import KaiyuanError, TuneError
 from kaiyuan.tune._batching import Schedule, rows_from_examples
 from kaiyuan.tune._config import TuneConfig
 from kaiyuan.tune._data import Conversation, DataFile, read_data_file
+from kaiyuan.tune._distributed import Distributed
 from kaiyuan.tune._lineage import (
     BaseRef,
     check_policy,
@@ -94,7 +95,8 @@ def _data_facts(config: TuneConfig) -> tuple[DataFile, list[dict[str, str]]]:
 
 def run_tune(config: TuneConfig, *, settings: Settings, console: Console | None = None) -> TuneResult:
     """Start a new run: validate everything cheap first, then train, export and register NEW."""
-    console = console or Console(stderr=True)
+    dist = Distributed.from_env()
+    console = _console(console, dist)
     # data paths are recorded absolute, so that --resume works from any directory
     config.data = str(Path(config.data).expanduser().resolve())
     if config.eval_data:
@@ -104,6 +106,9 @@ def run_tune(config: TuneConfig, *, settings: Settings, console: Console | None 
     train_file, datasets = _data_facts(config)  # every line validated before anything heavy happens
     derivative = derivative_record(base, config.name, datasets)
     terms = check_policy(settings, derivative)  # LicenseDenied stops the run here, before training
+    if not dist.is_main:  # rank 0 of a torchrun launch creates the run; the others follow it
+        follower = _Follower(settings.runs_dir / dist.share(None))
+        return _execute(follower, config, base, train_file, settings, console, resume=False, dist=dist)
     run = new_run_dir(settings.runs_dir, config.name)
     meta: dict[str, Any] = {
         "run_id": run.run_id,
@@ -120,14 +125,18 @@ def run_tune(config: TuneConfig, *, settings: Settings, console: Console | None 
         "eval": {},
     }
     run.write_meta(meta)
+    dist.share(run.run_id)
     console.print(f"run [bold]{run.run_id}[/] in {run.path}", highlight=False)
-    return _execute(run, config, base, train_file, settings, console, resume=False)
+    return _execute(run, config, base, train_file, settings, console, resume=False, dist=dist)
 
 
 def resume_tune(which: str | None, *, settings: Settings, console: Console | None = None) -> TuneResult:
     """Resume run ``which`` (run id or adapter name; None: the newest interrupted run) from its last checkpoint."""
-    console = console or Console(stderr=True)
-    run = find_resumable(settings.runs_dir, which)
+    dist = Distributed.from_env()
+    console = _console(console, dist)
+    found = find_resumable(settings.runs_dir, which) if dist.is_main else None
+    run_id = dist.share(found.run_id if found else None)
+    run: RunDir = found if found is not None else _Follower(settings.runs_dir / run_id)
     meta = run.read_meta()
     config = TuneConfig.from_dict(meta["config"])
     base = resolve_base(settings, config.base)
@@ -146,7 +155,23 @@ def resume_tune(which: str | None, *, settings: Settings, console: Console | Non
     ensure_name_free(settings, config.name)
     check_policy(settings, derivative_record(base, config.name, datasets))
     console.print(f"resuming run [bold]{run.run_id}[/]", highlight=False)
-    return _execute(run, config, base, train_file, settings, console, resume=True)
+    return _execute(run, config, base, train_file, settings, console, resume=True, dist=dist)
+
+
+class _Follower(RunDir):
+    """The run as seen by ranks other than 0 of a torchrun launch: readable, never written."""
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        pass
+
+    def append_log(self, record: dict[str, Any]) -> None:
+        pass
+
+
+def _console(console: Console | None, dist: Distributed) -> Console:
+    if not dist.is_main:
+        return Console(stderr=True, quiet=True)
+    return console or Console(stderr=True)
 
 
 def _prepare(
@@ -227,12 +252,15 @@ def _execute(
     console: Console,
     *,
     resume: bool,
+    dist: Distributed,
 ) -> TuneResult:
     meta = run.read_meta()
-    meta.update(status="running", pid=os.getpid())
+    meta.update(status="running", pid=os.getpid(), world_size=dist.world)
     run.write_meta(meta)
     try:
-        return _train_and_register(run, meta, config, base, train_file, settings, console, resume=resume)
+        return _train_and_register(
+            run, meta, config, base, train_file, settings, console, resume=resume, dist=dist
+        )
     except KeyboardInterrupt:
         run.update_meta(status="interrupted")
         console.print(f"interrupted; resume with: kaiyuan tune --resume {run.run_id}", highlight=False)
@@ -243,6 +271,8 @@ def _execute(
     except Exception as exc:
         run.update_meta(status="failed", error=f"{type(exc).__name__}: {exc}")
         raise TuneError(f"run {run.run_id} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        dist.close()
 
 
 def _train_and_register(
@@ -255,6 +285,7 @@ def _train_and_register(
     console: Console,
     *,
     resume: bool,
+    dist: Distributed,
 ) -> TuneResult:
     from kaiyuan.chat import ChatTemplate
     from kaiyuan.tune._checkpoint import load_checkpoint, save_adapter, save_checkpoint
@@ -264,6 +295,8 @@ def _train_and_register(
     torch = import_torch()
     torch.set_num_threads(config.threads or settings.threads)
     device, dtype = pick_device(config.device)
+    if dist.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)  # one GPU per process
     console.print(f"loading {base.name} on {device} ({str(dtype).removeprefix('torch.')})", highlight=False)
     loaded = load_base(base.path, device, dtype)
     template = ChatTemplate(loaded.chat_template, bos_token=loaded.bos_token, eos_token=loaded.eos_token)
@@ -287,9 +320,10 @@ def _train_and_register(
         else []
     )
     schedule = Schedule(n_rows=len(rows), batch_size=config.batch, seed=config.seed)
-    total_steps = config.max_steps or max(
-        1, math.ceil(schedule.batches_per_epoch * config.epochs / config.grad_accum)
-    )
+    per_step = (
+        config.grad_accum * dist.world
+    )  # micro-batches consumed by one optimizer step, all ranks together
+    total_steps = config.max_steps or max(1, math.ceil(schedule.batches_per_epoch * config.epochs / per_step))
     console.print(
         f"{len(prepared.examples)} training examples ({prepared.trained_tokens:,} trained of {prepared.tokens:,} "
         f"tokens) in {len(rows)} rows, {len(eval_rows)} eval rows, {total_steps} steps",
@@ -351,6 +385,8 @@ def _train_and_register(
     run.write_meta(meta)
 
     def checkpoint(step: int, loss: float) -> None:
+        if not dist.is_main:
+            return
         save_checkpoint(
             run, step, model, optimizer, {"loss": loss, "total_steps": total_steps}, config.keep_checkpoints
         )
@@ -381,6 +417,7 @@ def _train_and_register(
             reporter=reporter,
             checkpoint=checkpoint,
             periodic_eval=periodic_eval,
+            dist=dist,
         )
     elapsed = time.perf_counter() - t_start
     tokens_per_s = reporter.tokens / elapsed if elapsed > 0 else 0.0
@@ -388,6 +425,9 @@ def _train_and_register(
     eval_after = run_eval()
     if eval_after:
         console.print(f"eval after: loss {eval_after.loss:.4f}, perplexity {eval_after.perplexity:.2f}")
+    if not dist.is_main:  # rank 0 writes the adapter and registers it
+        return TuneResult(run.run_id, run.path, "", run.adapter_gguf, total_steps, eval_before, eval_after,
+                          prepared.truncated, tokens_per_s)  # fmt: skip
     save_checkpoint(
         run,
         total_steps,
