@@ -463,3 +463,19 @@ def test_client_disconnect_mid_stream_cancels_the_generation(fake_server) -> Non
         assert engine.stats().running == 0
 
     run(scenario())
+
+
+def test_logprobs(fake_server) -> None:
+    app, _ = fake_server(["A", "B"])
+    data = run(post(app, "/api/chat", chat(stream=False, logprobs=True, top_logprobs=1))).json()
+    assert [lp["token"] for lp in data["logprobs"]] == ["A", "B"]
+    assert data["logprobs"][0] == {
+        "token": "A",
+        "logprob": 0.0,
+        "bytes": [65],
+        "top_logprobs": [{"token": "A", "logprob": 0.0, "bytes": [65]}],
+    }
+    objs = lines(run(post(app, "/api/generate", {"model": "fake", "prompt": "x", "logprobs": True})).text)
+    assert [o["logprobs"][0]["token"] for o in objs[:-1]] == ["A", "B"] and "logprobs" not in objs[-1]
+    plain = run(post(app, "/api/chat", chat(stream=False))).json()
+    assert "logprobs" not in plain
