@@ -253,6 +253,8 @@ def served(
     import_model(home, path, model)
     for server in serve_models(home, model):
         yield Served(name, family, server, model)
+    log = (home / "serve.log").read_text(encoding="utf-8")
+    assert "Traceback" not in log, log[-4000:]  # nothing went wrong on the server's side either
 
 
 # ---------------------------------------------------------------------------------------------------------------
