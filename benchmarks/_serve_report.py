@@ -36,6 +36,8 @@ METRICS = (
     Metric("ttft_cold_s", "TTFT, ~1k-token system prompt, cold", "ms", False),
     Metric("ttft_warm_s", "TTFT, same system prompt, warm", "ms", False),
     Metric("latency_1tok_s", "max_tokens=1 request latency", "ms", False),
+    Metric("single_cpu_ms", "server CPU per token, single stream", "ms CPU", False),
+    Metric("agg_cpu_ms", "server CPU per token, 8 streams", "ms CPU", False),
     Metric("rss_mb", "peak RSS", "MB", False),
 )
 
@@ -124,6 +126,8 @@ def _fmt(metric: Metric, v: float | None) -> str:
         return "–"
     if metric.unit == "ms":
         return f"{v * 1000:.0f}"
+    if metric.unit == "ms CPU":
+        return f"{v:.2f}"
     if metric.unit == "MB":
         return f"{v:.0f}"
     return f"{v:.1f}"

@@ -124,13 +124,28 @@ def question_messages(i: int) -> list[dict[str, str]]:
     ]
 
 
+def per_token_ms(cpu_seconds: float, results: Sequence[client_mod.StreamResult]) -> float | None:
+    """Server CPU milliseconds per generated token; None when nothing was generated or the CPU is unknown."""
+    tokens = sum(r.tokens for r in results if not r.error)
+    return cpu_seconds * 1000 / tokens if tokens and cpu_seconds > 0 else None
+
+
 # -- one server, one round -----------------------------------------------------------------------------------
 
 
 async def measure_server(
-    base_url: str, model: str, banned: Sequence[int], s: Settings, vocab: Vocabulary, round_: int
+    base_url: str,
+    model: str,
+    banned: Sequence[int],
+    s: Settings,
+    vocab: Vocabulary,
+    round_: int,
+    cpu: Callable[[], float] = lambda: 0.0,
 ) -> dict[str, Any]:
-    """Every workload against one ready server, in a fixed order; returns metrics and raw per-request figures."""
+    """Every workload against one ready server, in a fixed order; returns metrics and raw per-request figures.
+
+    ``cpu()`` reads the server's CPU seconds so far (all its threads): CPU per generated token is much less
+    sensitive to other work on the machine than wall-clock rates."""
     url = f"{base_url}/v1/chat/completions"
     timeout = httpx.Timeout(s.request_timeout, connect=10.0)
     limits = httpx.Limits(max_connections=s.concurrency + 4)
@@ -158,6 +173,7 @@ async def measure_server(
         check(lat, "max_tokens=1", 1)
         out["latency_1tok_s"] = report.median(r.end - r.sent for r in lat if not r.error)
 
+        cpu0 = cpu()
         single = [
             await client_mod.stream_chat(http, url, body(story_messages(100 + i), s.max_tokens))
             for i in range(s.single_runs)
@@ -165,6 +181,9 @@ async def measure_server(
         check(single, "single stream", s.max_tokens)
         out["single_tps"] = report.median(r.decode_rate for r in single if not r.error)
         out["single_ttft_s"] = report.median(r.ttft for r in single if not r.error)
+        out["single_cpu_ms"] = per_token_ms(cpu() - cpu0, single)
+
+        cpu0 = cpu()
 
         conc = await client_mod.concurrent_chats(
             http, url, [body(story_messages(i), s.max_tokens) for i in range(s.concurrency)]
@@ -173,6 +192,7 @@ async def measure_server(
         out["agg_tps"] = conc.aggregate_rate
         out["agg_steady_tps"] = conc.steady_rate
         out["agg_wall_s"] = conc.ended - conc.started
+        out["agg_cpu_ms"] = per_token_ms(cpu() - cpu0, conc.streams)
 
         cold, warm_ = [], []
         for i in range(s.ttft_pairs):
@@ -207,7 +227,9 @@ def run_server_round(
     with peers_mod.RunningServer(spec, port, log_dir) as server:
         ready = server.wait_ready(s.ready_timeout)
         cpu0 = server.cpu_seconds()
-        metrics = asyncio.run(measure_server(server.base_url, spec.model, vocab.eog, s, vocab, round_))
+        metrics = asyncio.run(
+            measure_server(server.base_url, spec.model, vocab.eog, s, vocab, round_, server.cpu_seconds)
+        )
         metrics["cpu_s"] = server.cpu_seconds() - cpu0
         metrics["ready_s"] = ready
         metrics["rss_mb"] = server.peak_rss_bytes() / 1e6

@@ -125,6 +125,14 @@ def test_concurrent_rates_overlapping_and_one_at_a_time() -> None:
     assert failed.aggregate_rate is None
 
 
+def test_server_cpu_per_token_skips_failed_requests() -> None:
+    ok = _stream([1.0, 2.0, 3.0, 4.0])
+    failed = client.StreamResult(0.0, 1.0, token_times=[0.5], error="HTTP 500")
+    assert serve_bench.per_token_ms(2.0, [ok, failed]) == pytest.approx(500.0)
+    assert serve_bench.per_token_ms(0.0, [ok]) is None  # CPU time unknown (server gone)
+    assert serve_bench.per_token_ms(1.0, [failed]) is None
+
+
 # -- report --------------------------------------------------------------------------------------------------
 
 
@@ -220,7 +228,15 @@ def test_tiny_run_against_kaiyuan_serve(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     ky = result["rounds"][0]["peers"]["kaiyuan"]
     assert ky["errors"] == []
-    for key in ("single_tps", "agg_tps", "ttft_cold_s", "ttft_warm_s", "latency_1tok_s", "rss_mb"):
+    for key in (
+        "single_tps",
+        "agg_tps",
+        "ttft_cold_s",
+        "ttft_warm_s",
+        "latency_1tok_s",
+        "rss_mb",
+        "agg_cpu_ms",
+    ):
         assert ky[key] is not None and ky[key] > 0, key
     assert ky["ttft_prompt_tokens"] >= 64
     assert ky["ttft_warm_cached_tokens"] >= 64  # the second request reused the system prompt's KV
