@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from kaiyuan.errors import InvalidRequest, UnsupportedFeature
 from kaiyuan.protocol import ollama as ol
@@ -405,6 +405,16 @@ class Timings:
         return out
 
 
+_R = TypeVar("_R", ol.ChatResponse, ol.GenerateResponse)
+
+
+def _stamp(obj: _R, timings: Timings, usage: Usage | None) -> _R:
+    """``obj`` with Ollama's final statistics set."""
+    for key, value in timings.fields(usage).items():
+        setattr(obj, key, value)
+    return obj
+
+
 def _done_reason(reason: str | None) -> str:
     # Ollama says "stop" after tool calls too; "cancelled" never reaches a client that is still listening.
     return "length" if reason == "length" else "stop"
@@ -522,30 +532,36 @@ class ChatEncoder(_StreamState):
         return out
 
     def final(self, timings: Timings) -> ol.ChatResponse:
-        return ol.ChatResponse(
-            model=self.model,
-            created_at=created_at(),
-            message=ol.MessageOut(content=""),
-            done=True,
-            done_reason=self.done_reason,
-            **timings.fields(self.usage),
+        return _stamp(
+            ol.ChatResponse(
+                model=self.model,
+                created_at=created_at(),
+                message=ol.MessageOut(content=""),
+                done=True,
+                done_reason=self.done_reason,
+            ),
+            timings,
+            self.usage,
         )
 
     def whole(self, choice: NativeChoice, usage: Usage, timings: Timings) -> ol.ChatResponse:
         """The non-streamed answer: the whole message in one ``done: true`` object."""
         msg = choice.message
-        return ol.ChatResponse(
-            model=self.model,
-            created_at=created_at(),
-            message=ol.MessageOut(
-                content=msg.content or "",
-                thinking=msg.reasoning_content or None,
-                tool_calls=_tool_calls_out(msg.tool_calls) if msg.tool_calls else None,
+        return _stamp(
+            ol.ChatResponse(
+                model=self.model,
+                created_at=created_at(),
+                message=ol.MessageOut(
+                    content=msg.content or "",
+                    thinking=msg.reasoning_content or None,
+                    tool_calls=_tool_calls_out(msg.tool_calls) if msg.tool_calls else None,
+                ),
+                done=True,
+                done_reason=_done_reason(choice.finish_reason),
+                logprobs=_logprobs_out(choice.logprobs) if self.logprobs else None,
             ),
-            done=True,
-            done_reason=_done_reason(choice.finish_reason),
-            logprobs=_logprobs_out(choice.logprobs) if self.logprobs else None,
-            **timings.fields(usage),
+            timings,
+            usage,
         )
 
 
@@ -571,26 +587,32 @@ class GenerateEncoder(_StreamState):
         ]
 
     def final(self, timings: Timings) -> ol.GenerateResponse:
-        return ol.GenerateResponse(
-            model=self.model,
-            created_at=created_at(),
-            response="",
-            done=True,
-            done_reason=self.done_reason,
-            **timings.fields(self.usage),
+        return _stamp(
+            ol.GenerateResponse(
+                model=self.model,
+                created_at=created_at(),
+                response="",
+                done=True,
+                done_reason=self.done_reason,
+            ),
+            timings,
+            self.usage,
         )
 
     def whole(self, choice: NativeChoice, usage: Usage, timings: Timings) -> ol.GenerateResponse:
         msg = choice.message
-        return ol.GenerateResponse(
-            model=self.model,
-            created_at=created_at(),
-            response=msg.content or "",
-            thinking=msg.reasoning_content or None,
-            done=True,
-            done_reason=_done_reason(choice.finish_reason),
-            logprobs=_logprobs_out(choice.logprobs) if self.logprobs else None,
-            **timings.fields(usage),
+        return _stamp(
+            ol.GenerateResponse(
+                model=self.model,
+                created_at=created_at(),
+                response=msg.content or "",
+                thinking=msg.reasoning_content or None,
+                done=True,
+                done_reason=_done_reason(choice.finish_reason),
+                logprobs=_logprobs_out(choice.logprobs) if self.logprobs else None,
+            ),
+            timings,
+            usage,
         )
 
 

@@ -52,7 +52,8 @@ class ModelScope:
             if code == 404 or "not exist" in str(message).lower() or "not found" in str(message).lower():
                 raise ModelNotFound(f"{where} not found on ModelScope: {message}")
             raise PullError(f"{where}: ModelScope answered: {message}")
-        data = body.get("Data") if isinstance(body.get("Data"), dict) else {}
+        raw_data = body.get("Data")
+        data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
         files = []
         for entry in data.get("Files") or []:
             if not isinstance(entry, dict) or entry.get("Type", "blob") != "blob":
