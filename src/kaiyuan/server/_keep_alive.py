@@ -12,7 +12,6 @@ Timers run on the server's event loop; unloading goes through ``ModelManager.unl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -88,10 +87,3 @@ class KeepAlive:
         self._seconds.pop(name, None)
         log.info("unloading %s (keep_alive %gs expired)", name, seconds)
         await self._manager.unload(name)
-
-    def close(self) -> None:
-        for name in list(self._timers):
-            self._cancel_timer(name)
-        for task in list(self._tasks):
-            with contextlib.suppress(RuntimeError):
-                task.cancel()
