@@ -16,7 +16,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -183,7 +183,7 @@ async def _run(
     model: str,
     keep: float | None,
     think: bool | str | None,
-    convert: Any,
+    convert: Callable[..., tuple[ChatRequest | CompletionRequest, int | None]],
     encoder_type: type[conv.ChatEncoder] | type[conv.GenerateEncoder],
     logprobs: bool,
 ) -> Response:
@@ -264,7 +264,7 @@ async def chat(body: ol.ChatRequest, request: Request) -> Response:
             )
         )
 
-    def convert(**kw: Any) -> Any:
+    def convert(**kw: Any) -> tuple[ChatRequest | CompletionRequest, int | None]:
         return conv.chat_request_to_native(body, **kw)
 
     return await _run(
@@ -294,7 +294,7 @@ async def generate(body: ol.GenerateRequest, request: Request) -> Response:
             )
         )
 
-    def convert(**kw: Any) -> Any:
+    def convert(**kw: Any) -> tuple[ChatRequest | CompletionRequest, int | None]:
         return conv.generate_request_to_native(body, **kw)
 
     return await _run(
