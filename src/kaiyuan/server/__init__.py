@@ -5,8 +5,8 @@ skin is present, ``/health``, ``/metrics``, ``/kaiyuan/ps``, the web UI at ``/``
 is the production runtime; tests build one around a ``ModelManager`` whose loader returns fake engines.
 """
 
-from kaiyuan.server._app import create_app
 from kaiyuan.model_loader import default_engine_factory, make_loader
+from kaiyuan.server._app import create_app
 from kaiyuan.server._models import LoadedModel, ModelLease, ModelManager
 from kaiyuan.server._runtime import Runtime, get_runtime
 

@@ -38,7 +38,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from kaiyuan.errors import AuthenticationError, KaiyuanError, LicenseDenied, ModelNotFound, Overloaded
 from kaiyuan.protocol import openai as oa
 
-__all__ = ["error_body", "error_response", "install_error_handlers", "validation_param"]
+__all__ = [
+    "error_body",
+    "error_message",
+    "error_response",
+    "error_status_and_headers",
+    "install_error_handlers",
+    "validation_param",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +63,8 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
     return body.model_dump_json().encode()
 
 
-def _message(exc: KaiyuanError) -> str:
+def error_message(exc: KaiyuanError) -> str:
+    """The user-facing text of an error, with close model names or license reasons appended (both API skins)."""
     text = exc.message
     if isinstance(exc, ModelNotFound) and exc.suggestions and "did you mean" not in text:
         text += f" (did you mean: {', '.join(exc.suggestions)}?)"
@@ -65,8 +73,9 @@ def _message(exc: KaiyuanError) -> str:
     return text
 
 
-def error_response(exc: KaiyuanError) -> Response:
-    """The HTTP response for an error of kaiyuan's tree."""
+def error_status_and_headers(exc: KaiyuanError) -> tuple[int, dict[str, str]]:
+    """The status from the error tree and the headers it implies (Retry-After, WWW-Authenticate); server-side
+    failures are logged here, once, whichever skin answers."""
     status = int(exc.http_status)
     headers: dict[str, str] = {}
     if isinstance(exc, Overloaded):
@@ -75,7 +84,13 @@ def error_response(exc: KaiyuanError) -> Response:
         headers["WWW-Authenticate"] = "Bearer"
     if status >= 500 and not isinstance(exc, Overloaded):
         log.error("request failed: %s", exc.message, exc_info=exc)
-    body = error_body(_message(exc), exc.error_type, exc.param, exc.code)
+    return status, headers
+
+
+def error_response(exc: KaiyuanError) -> Response:
+    """The HTTP response for an error of kaiyuan's tree (OpenAI envelope)."""
+    status, headers = error_status_and_headers(exc)
+    body = error_body(error_message(exc), exc.error_type, exc.param, exc.code)
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 

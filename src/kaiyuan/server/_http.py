@@ -27,6 +27,7 @@ from kaiyuan.server._errors import error_body
 __all__ = [
     "PROTECTED_PREFIXES",
     "ApiMiddleware",
+    "ClosingStreamResponse",
     "EventStreamResponse",
     "run_watching_disconnect",
     "sse_events",
@@ -114,11 +115,10 @@ def _endpoint_of(scope: Scope, path: str) -> str:
     return "unmatched"
 
 
-class EventStreamResponse(StreamingResponse):
-    """``text/event-stream`` whose ``on_close`` runs exactly once however the stream ends (finished, failed or
-    the client went away), so the generation behind it is cancelled and its slot freed."""
-
-    media_type = "text/event-stream"
+class ClosingStreamResponse(StreamingResponse):
+    """A streamed response whose ``on_close`` runs exactly once however the stream ends (finished, failed or
+    the client went away), so the generation behind it is cancelled and its slot freed. Subclasses set
+    ``media_type`` (SSE for OpenAI, NDJSON for Ollama)."""
 
     def __init__(self, content: AsyncIterator[bytes], *, on_close: Callable[[], None]) -> None:
         super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -129,6 +129,12 @@ class EventStreamResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self._on_close()
+
+
+class EventStreamResponse(ClosingStreamResponse):
+    """``text/event-stream`` (OpenAI's server-sent events)."""
+
+    media_type = "text/event-stream"
 
 
 async def sse_events(objects: AsyncIterator[BaseModel]) -> AsyncIterator[bytes]:

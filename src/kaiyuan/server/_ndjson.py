@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -21,11 +20,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.responses import Response
 
-from kaiyuan.errors import KaiyuanError, LicenseDenied, ModelNotFound, Overloaded
-from kaiyuan.server._errors import validation_param
+from kaiyuan.errors import KaiyuanError
+from kaiyuan.server._errors import error_message, error_status_and_headers, validation_param
+from kaiyuan.server._http import ClosingStreamResponse
 
 __all__ = [
     "NDJSONResponse",
@@ -33,22 +32,12 @@ __all__ = [
     "error_line",
     "json_response",
     "ndjson_lines",
-    "ollama_error_message",
     "ollama_error_response",
 ]
 
 log = logging.getLogger(__name__)
 
 _INTERNAL = "internal error; the server log has the details"
-
-
-def ollama_error_message(exc: KaiyuanError) -> str:
-    text = exc.message
-    if isinstance(exc, ModelNotFound) and exc.suggestions and "did you mean" not in text:
-        text += f" (did you mean: {', '.join(exc.suggestions)}?)"
-    if isinstance(exc, LicenseDenied) and exc.reasons:
-        text += " Reasons: " + "; ".join(exc.reasons)
-    return text
 
 
 def _body(message: str) -> bytes:
@@ -61,14 +50,9 @@ def error_line(message: str) -> bytes:
 
 def ollama_error_response(exc: KaiyuanError) -> Response:
     """``{"error": "..."}`` with the status the error tree assigns (404 unknown model, 400 bad request …)."""
-    status = int(exc.http_status)
-    headers: dict[str, str] = {}
-    if isinstance(exc, Overloaded):
-        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-    if status >= 500 and not isinstance(exc, Overloaded):
-        log.error("request failed: %s", exc.message, exc_info=exc)
+    status, headers = error_status_and_headers(exc)
     return Response(
-        _body(ollama_error_message(exc)), status_code=status, headers=headers, media_type="application/json"
+        _body(error_message(exc)), status_code=status, headers=headers, media_type="application/json"
     )
 
 
@@ -126,20 +110,10 @@ class OllamaRoute(APIRoute):
         return route
 
 
-class NDJSONResponse(StreamingResponse):
-    """``application/x-ndjson`` whose ``on_close`` runs exactly once however the stream ends."""
+class NDJSONResponse(ClosingStreamResponse):
+    """``application/x-ndjson`` (Ollama's streaming), closed exactly once like every generation stream."""
 
     media_type = "application/x-ndjson"
-
-    def __init__(self, content: AsyncIterator[bytes], *, on_close: Callable[[], None]) -> None:
-        super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        self._on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._on_close()
 
 
 async def ndjson_lines(objects: AsyncIterator[Any]) -> AsyncIterator[bytes]:
@@ -149,7 +123,7 @@ async def ndjson_lines(objects: AsyncIterator[Any]) -> AsyncIterator[bytes]:
             yield obj.to_json().encode() + b"\n"
     except KaiyuanError as exc:
         log.warning("stream ended by an error: %s", exc.message)
-        yield error_line(ollama_error_message(exc))
+        yield error_line(error_message(exc))
     except Exception:
         log.exception("stream failed")
         yield error_line(_INTERNAL)
