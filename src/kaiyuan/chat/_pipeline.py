@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from kaiyuan.chat.grammars import response_format_grammar
 from kaiyuan.chat.response_parser import ResponseParser
+from kaiyuan.chat.tool_grammars import build_tool_call_grammar
 from kaiyuan.engine import Engine, GenerationHandle, GenerationRequest, ThinkBudget, TokenEvent
 from kaiyuan.errors import ContextOverflow, InvalidRequest, UnsupportedFeature
 from kaiyuan.types import (
@@ -457,6 +458,33 @@ def _think_budget(model: ChatModel, request: ChatRequest, max_tokens: int | None
     return max(budget, 0)
 
 
+# Whitespace the engine lets through between the end of the thinking and the grammar (GenerationRequest contract).
+_WHITESPACE_AFTER_THINKING = 4
+
+
+def _answer_room(
+    engine: Engine, max_tokens: int | None, think_budget: int | None, reasoning_end: str | None
+) -> int | None:
+    """Tokens a grammar-bound answer may take: ``max_tokens``, less what thinking can take first — its budget,
+    the end marker the engine forces when the budget is spent, and the whitespace allowed after it."""
+    if max_tokens is None:
+        return None
+    if think_budget is None or not reasoning_end:
+        return max_tokens
+    marker = len(engine.tokenize(reasoning_end, add_special=False, parse_special=True))
+    return max(max_tokens - think_budget - marker - _WHITESPACE_AFTER_THINKING, 1)
+
+
+def _single_token(engine: Engine) -> Callable[[str], int | None]:
+    """``text`` → its token id when the model's vocabulary has it as one token (a marker like ``<tool_call>``)."""
+
+    def token_of(text: str) -> int | None:
+        tokens = engine.tokenize(text, add_special=False, parse_special=True)
+        return tokens[0] if len(tokens) == 1 and engine.token_text(tokens[0]) == text else None
+
+    return token_of
+
+
 def _plan_chat(model: ChatModel, request: ChatRequest) -> _Plan:
     dialect = model.dialect
     tool_choice = (
@@ -509,10 +537,17 @@ def _plan_chat(model: ChatModel, request: ChatRequest) -> _Plan:
             budget = max_tokens // 2
 
     grammar = None
+    room = _answer_room(model.engine, max_tokens, budget if thinking else None, reasoning_end)
     if forced_tool:
-        grammar = dialect.tool_call_grammar(tools, tool_choice, parallel=request.parallel_tool_calls)
+        grammar = build_tool_call_grammar(
+            dialect,
+            tools,
+            tool_choice,
+            request.parallel_tool_calls,
+            budget_tokens=room,
+            token_of=_single_token(model.engine),
+        )
     elif request.response_format is not None:
-        room = max_tokens - (budget or 0) if max_tokens is not None else None
         grammar = response_format_grammar(request.response_format, budget_tokens=room)
 
     tokens = model.engine.tokenize(prompt, add_special=False, parse_special=True)

@@ -1,24 +1,42 @@
 """Grammars that force a tool call: ``tool_choice: "required"`` or a named function, in each dialect's format.
 
 Owns writing llama.cpp GBNF (root rule ``root``) whose every sentence is a call the dialect's parser reads back,
-naming an offered function, with arguments valid against that function's JSON schema. The JSON of the arguments
-comes from ``kaiyuan.chat.grammars.schema_to_gbnf_rules`` (one rule prefix per function); formats that write
-each parameter as its own tag (GLM, Hunyuan, Qwen3-Coder, DeepSeek V3.2) get one value rule per parameter.
-It knows nothing of engines or sampling: the grammar is applied to the answer, after any reasoning, by the caller.
+naming an offered function, with arguments valid against that function's JSON schema, and fitting those calls
+into a token budget. The JSON of the arguments comes from ``kaiyuan.chat.grammars.schema_to_gbnf_rules`` (one
+rule prefix per function); formats that write each parameter as its own tag (GLM, Hunyuan, Qwen3-Coder, DeepSeek
+V3.2) get one value rule per parameter. It knows nothing of engines or sampling: the grammar is applied to the
+answer, after any reasoning, by the caller.
 
 Formats writing parameters as tags can only list the parameters the schema declares: required ones always, in
 schema order, optional ones optionally. Such a string parameter is written raw, so its schema may only use
 ``enum``/``const``/``maxLength``/``minLength`` (other string keywords raise ``UnsupportedFeature``); raw strings
 are capped at 256 characters unless ``maxLength`` says otherwise, and never contain ``<``.
+
+The budget (``budget_tokens``): the longest output the grammar allows has at most ``budget_tokens - 1``
+characters, the rule of the JSON-schema compiler (every token carries at least one character; one token is kept
+for end-of-sequence), so a generation under the grammar ends with a complete call, never cut off by
+``max_tokens``. The whole output is counted: the section markers, each call's fixed markup (wrappers, name,
+keys), its arguments, separators and the number of calls. Each function's *tightest* call (shortest strings,
+no optional parameters, compact JSON) must fit, or the function is left out; if no function fits,
+``InvalidRequest`` (param ``max_tokens``) says how many tokens a call needs. The first call gets the room, less
+what further parallel calls take: each further call gets room for twice the largest tightest call, and there
+are further calls only while the first keeps at least half of the budget (at most
+:data:`MAX_PARALLEL_CALLS` calls in all). Within a call, JSON arguments are fitted by the schema compiler;
+tag formats share the call's room among parameters (each gets at least its tightest value, and no more than
+its schema allows, the rest evenly), dropping optional parameters from the last when even their tightest
+values do not fit.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Protocol
 
+from kaiyuan.chat._gbnf_length import longest_output
 from kaiyuan.errors import InvalidRequest, UnsupportedFeature
 
 if TYPE_CHECKING:
@@ -28,7 +46,12 @@ __all__ = ["MAX_PARALLEL_CALLS", "build_tool_call_grammar"]
 
 #: at most this many calls in one answer when parallel calls are allowed
 MAX_PARALLEL_CALLS = 8
+# under a budget, each further parallel call gets room for this many times the largest tightest call
+_EXTRA_CALL_ROOM = 2
 _RAW_STRING_CAP = 256
+_TOO_LONG = 1 << 40  # the length of what never fits
+# a recursive schema may need some depth before it has any finite document: probe with this budget then
+_DEEP_PROBE_CHARS = 4096
 _PARAMS_KEYWORDS = frozenset(
     {
         "type",
@@ -53,6 +76,52 @@ def lit(text: str) -> str:
     return '"' + escaped.replace("\t", "\\t") + '"'
 
 
+#: markup that may be one token of a model's vocabulary: ``<tool_call>``, ``<｜tool▁sep｜>``, ``[TOOL_CALLS]``
+_MARKER = re.compile(r"<[^<>\s]{2,}>|\[[A-Z_]{2,}\]")
+
+
+@dataclass
+class _Speller:
+    """Writes fixed markup as GBNF and says what it costs in budget units (characters, or one per token).
+
+    With ``token_of`` (text → its token id when the model's vocabulary has it as one token), markers such as
+    ``<tool_call>`` are written as that token (GBNF ``<[id]>``) and cost one unit, the rest stays literal text
+    at one unit per character. Without it, everything is literal text."""
+
+    token_of: Callable[[str], int | None] | None = None
+    _tokens: dict[str, int | None] = field(default_factory=dict)
+
+    def __call__(self, text: str) -> tuple[str, int]:
+        if not text:
+            return '""', 0
+        parts: list[str] = []
+        cost = 0
+        pos = 0
+        for match in _MARKER.finditer(text) if self.token_of is not None else ():
+            token = self._token(match.group())
+            if token is None:
+                continue
+            if match.start() > pos:
+                parts.append(lit(text[pos : match.start()]))
+                cost += match.start() - pos
+            parts.append(f"<[{token}]>")
+            cost += 1
+            pos = match.end()
+        if pos < len(text):
+            parts.append(lit(text[pos:]))
+            cost += len(text) - pos
+        return " ".join(parts), cost
+
+    def _token(self, marker: str) -> int | None:
+        if marker not in self._tokens:
+            assert self.token_of is not None
+            self._tokens[marker] = self.token_of(marker)
+        return self._tokens[marker]
+
+    def cost(self, text: str) -> int:
+        return self(text)[1]
+
+
 @dataclass
 class _Function:
     index: int
@@ -60,22 +129,18 @@ class _Function:
     parameters: dict[str, Any]
 
 
+@dataclass
 class _Grammar:
-    """Collects rules; every function gets its own rule-name prefix ``f<i>-``."""
+    """Collects rules; every function gets its own rule-name prefix (``f<i>-``, ``m-f<i>-`` for further calls)."""
 
-    def __init__(self) -> None:
-        self.rules: list[str] = []
+    rules: list[str] = field(default_factory=list)
 
     def add(self, name: str, body: str) -> str:
         self.rules.append(f"{name} ::= {body}")
         return name
 
-    def json_value(self, schema: Any, prefix: str) -> str:
-        from kaiyuan.chat.grammars import schema_to_gbnf_rules
-
-        root, text = schema_to_gbnf_rules(schema, rule_prefix=prefix)
-        self.rules.append(text.strip())
-        return root
+    def merge(self, other: _Grammar) -> None:
+        self.rules.extend(other.rules)
 
     def text(self, root_body: str) -> str:
         return "\n".join([f"root ::= {root_body}", *self.rules]) + "\n"
@@ -86,20 +151,65 @@ def build_tool_call_grammar(
     tools: list[dict[str, Any]],
     tool_choice: str | dict[str, Any],
     parallel: bool,
+    *,
+    budget_tokens: int | None = None,
+    token_of: Callable[[str], int | None] | None = None,
 ) -> str:
     """GBNF (root rule ``root``) admitting only tool calls in ``dialect``'s format.
 
     ``tool_choice`` is ``"required"`` (any offered function) or ``{"type": "function", "function": {"name": …}}``
-    (that one). ``parallel`` allows up to :data:`MAX_PARALLEL_CALLS` calls, else exactly one. Raises
-    ``InvalidRequest`` for a bad choice or tool list and ``UnsupportedFeature`` for a schema the format cannot
-    enforce.
+    (that one). ``parallel`` allows up to :data:`MAX_PARALLEL_CALLS` calls, else exactly one. With
+    ``budget_tokens`` every output fits in that many tokens (see the module docstring). ``token_of`` (text → its
+    token id, when the model's vocabulary has that text as one token) lets markers such as ``<tool_call>`` be
+    written as the model's own token, which costs one token of the budget instead of one per character.
+    Raises ``InvalidRequest`` for a bad choice or tool list, or a budget too small for any complete call
+    (param ``max_tokens``), and ``UnsupportedFeature`` for a schema the format cannot enforce.
     """
     functions = _chosen_functions(tools, tool_choice)
-    writer = _WRITERS.get(dialect.tool_parser)
-    if writer is None:  # pragma: no cover - every registered parser has a writer (tested)
+    fmt = _FORMATS.get(dialect.tool_parser)
+    if fmt is None:  # pragma: no cover - every registered parser has a format (tested)
         raise UnsupportedFeature(f"no tool-call grammar for the {dialect.name!r} format", param="tool_choice")
+    spell = _Speller(token_of)
+    calls = fmt.calls(dialect.variant, spell)
     grammar = _Grammar()
-    return writer(grammar, functions, parallel, dialect.variant)
+    if budget_tokens is None:
+        layout = fmt.layout(dialect.variant, parallel)
+        first = _alternatives(grammar, "call", [(f, calls.write(grammar, f, None, "")) for f in functions])
+        more = first
+        extras = MAX_PARALLEL_CALLS - 1 if parallel else 0
+    else:
+        if isinstance(budget_tokens, bool) or not isinstance(budget_tokens, int) or budget_tokens < 1:
+            raise InvalidRequest(
+                f"the token budget must be a positive integer, got {budget_tokens!r}", param="max_tokens"
+            )
+        tightest = {f.index: calls.tightest(f) for f in functions}
+        layout = fmt.layout(dialect.variant, parallel)
+        plan = _plan(functions, tightest, layout, spell, budget_tokens, parallel)
+        if parallel and not plan.extras:  # one call after all: the single-call layout may be shorter
+            layout = fmt.layout(dialect.variant, False)
+            plan = _plan(functions, tightest, layout, spell, budget_tokens, False)
+        first = _budgeted_alternatives(grammar, calls, functions, tightest, plan.first, "")
+        more = (
+            _budgeted_alternatives(grammar, calls, functions, tightest, plan.extra, "m-")
+            if plan.extras
+            else first
+        )
+        extras = plan.extras
+    parts = [spell(layout.begin)[0]] if layout.begin else []
+    parts.append(first)
+    if extras:
+        sep = f"{spell(layout.sep)[0]} " if layout.sep else ""
+        parts.append(f"({sep}{more}){{0,{extras}}}")
+    if layout.end:
+        parts.append(spell(layout.end)[0])
+    text = grammar.text(" ".join(parts))
+    if budget_tokens is not None:
+        longest = longest_output(text)
+        if (
+            longest is None or longest > budget_tokens - 1
+        ):  # pragma: no cover - the plan makes this impossible
+            raise RuntimeError(f"internal error: a tool-call grammar of {longest} units for {budget_tokens}")
+    return text
 
 
 def _chosen_functions(tools: list[dict[str, Any]], tool_choice: str | dict[str, Any]) -> list[_Function]:
@@ -146,121 +256,345 @@ def _chosen_functions(tools: list[dict[str, Any]], tool_choice: str | dict[str, 
     )
 
 
-def _repeat(call: str, sep: str, parallel: bool) -> str:
-    """``call`` once, or up to MAX_PARALLEL_CALLS times separated by ``sep``."""
+# -- the budget ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How a format strings its calls together: ``begin call (sep call)* end``."""
+
+    begin: str = ""
+    end: str = ""
+    sep: str = ""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    first: int  # characters for the first call
+    extra: int  # characters for each further call
+    extras: int  # how many further calls
+
+
+def _plan(
+    functions: list[_Function],
+    tightest: dict[int, int],
+    layout: _Layout,
+    spell: _Speller,
+    budget_tokens: int,
+    parallel: bool,
+) -> _Plan:
+    room = budget_tokens - 1 - spell.cost(layout.begin) - spell.cost(layout.end)
+    fitting = [tightest[f.index] for f in functions if tightest[f.index] <= room]
+    if not fitting:
+        smallest = min(functions, key=lambda f: tightest[f.index])
+        need = budget_tokens - room + tightest[smallest.index]
+        raise InvalidRequest(
+            f"a complete tool call does not fit in {budget_tokens} tokens: the shortest call "
+            f"({smallest.name!r}, in this model's format) can take {need}; raise max_tokens (the answer gets "
+            "max_tokens less the thinking budget when the model thinks)",
+            param="max_tokens",
+        )
     if not parallel:
-        return call
-    more = f"({sep} {call})" if sep else f"({call})"
-    return f"{call} {more}{{0,{MAX_PARALLEL_CALLS - 1}}}"
+        return _Plan(room, 0, 0)
+    extra = _EXTRA_CALL_ROOM * max(fitting)
+    keep = max(room // 2, extra)  # the first call keeps at least half of the room
+    sep = spell.cost(layout.sep)
+    extras = min(MAX_PARALLEL_CALLS - 1, max(0, room - keep) // (sep + extra))
+    return _Plan(room - extras * (sep + extra), extra, extras)
 
 
-def _alternatives(grammar: _Grammar, functions: list[_Function], one: Callable[[_Function], str]) -> str:
-    return grammar.add("call", " | ".join(one(f) for f in functions))
+def _budgeted_alternatives(
+    grammar: _Grammar,
+    calls: _Calls,
+    functions: list[_Function],
+    tightest: dict[int, int],
+    chars: int,
+    tier: str,
+) -> str:
+    written = [(f, calls.write(grammar, f, chars, tier)) for f in functions if tightest[f.index] <= chars]
+    return _alternatives(grammar, f"{tier}call", written)
 
 
-# -- formats with JSON arguments --------------------------------------------------------------------------------
+def _alternatives(grammar: _Grammar, name: str, written: list[tuple[_Function, str | None]]) -> str:
+    rules = [rule for _, rule in written if rule is not None]
+    if not rules:  # pragma: no cover - a function whose tightest call fits is always written
+        raise RuntimeError("internal error: no tool call fits the planned room")
+    return grammar.add(name, " | ".join(rules))
 
 
-def _json_object_call(grammar: _Grammar, f: _Function, args_key: str) -> str:
-    args = grammar.json_value(f.parameters, f"f{f.index}-")
-    head = lit('{"name": ' + json.dumps(f.name, ensure_ascii=False) + f', "{args_key}": ')
-    return grammar.add(f"call-{f.index}", f'{head} {args} "}}"')
+@lru_cache(maxsize=512)
+def _longest(text: str, root: str) -> int:
+    longest = longest_output(text, root)
+    return _TOO_LONG if longest is None else longest
 
 
-def _hermes(grammar: _Grammar, functions: list[_Function], parallel: bool, variant: str) -> str:
-    def one(f: _Function) -> str:
-        body = _json_object_call(grammar, f, "arguments")
-        return grammar.add(f"block-{f.index}", f'"<tool_call>\\n" {body} "\\n</tool_call>"')
+def _json_rules(schema: Any, prefix: str, chars: int | None) -> tuple[str, str, int]:
+    """``(root, rules, longest)`` for one JSON value; with ``chars``, fitted into that many characters (the
+    result is longer only when even the tightest value is)."""
+    from kaiyuan.chat.grammars import schema_to_gbnf_rules
 
-    return grammar.text(_repeat(_alternatives(grammar, functions, one), '"\\n"', parallel))
-
-
-def _generic(grammar: _Grammar, functions: list[_Function], parallel: bool, variant: str) -> str:
-    call = _alternatives(grammar, functions, lambda f: _json_object_call(grammar, f, "arguments"))
-    if not parallel:
-        return grammar.text(call)
-    return grammar.text(f'"{{\\"tool_calls\\": [" {_repeat(call, chr(34) + ", " + chr(34), True)} "]}}"')
+    budget = None if chars is None else max(chars, 0) + 1
+    root, text = schema_to_gbnf_rules(schema, rule_prefix=prefix, budget_tokens=budget)
+    return root, text, _longest(text, root)
 
 
-def _llama3(grammar: _Grammar, functions: list[_Function], parallel: bool, variant: str) -> str:
-    call = _alternatives(grammar, functions, lambda f: _json_object_call(grammar, f, "parameters"))
-    return grammar.text(_repeat(call, '"; "', parallel))
+def _tightest_json(schema: Any, prefix: str) -> int:
+    """The longest value of the tightest grammar for ``schema`` (strings empty, no optional properties)."""
+    try:
+        return _json_rules(schema, prefix, 0)[2]
+    except InvalidRequest:
+        # no finite value at the smallest depth: a recursive schema that needs a few levels
+        return _json_rules(schema, prefix, _DEEP_PROBE_CHARS)[2]
 
 
-def _mistral(grammar: _Grammar, functions: list[_Function], parallel: bool, variant: str) -> str:
-    if variant == "v3":
-        call = _alternatives(grammar, functions, lambda f: _json_object_call(grammar, f, "arguments"))
-        return grammar.text(f'"[TOOL_CALLS][" {_repeat(call, chr(34) + ", " + chr(34), parallel)} "]"')
+class _Calls(Protocol):
+    """Writes the calls of one format."""
 
-    def one(f: _Function) -> str:
-        args = grammar.json_value(f.parameters, f"f{f.index}-")
-        return grammar.add(f"call-{f.index}", f'"[TOOL_CALLS]" {lit(f.name)} "[ARGS]" {args}')
+    def tightest(self, f: _Function) -> int:
+        """Characters of ``f``'s longest call at its tightest (what it needs at least)."""
 
-    return grammar.text(_repeat(_alternatives(grammar, functions, one), "", parallel))
-
-
-def _section(begin: str, end: str, sep: str = "") -> Callable[..., str]:
-    """A writer for formats that wrap their calls in one section (DeepSeek, Kimi)."""
-
-    def write(
-        grammar: _Grammar, functions: list[_Function], parallel: bool, variant: str, *, call_of: Any
-    ) -> str:
-        call = _alternatives(grammar, functions, lambda f: call_of(grammar, f))
-        return grammar.text(f"{lit(begin)} {_repeat(call, lit(sep) if sep else '', parallel)} {lit(end)}")
-
-    return write
+    def write(self, grammar: _Grammar, f: _Function, chars: int | None, tier: str) -> str | None:
+        """The rule of one call of ``f`` whose every output has at most ``chars`` characters (None: no
+        budget), its rules named with ``tier`` first; None when it cannot fit."""
 
 
-def _deepseek_r1_call(grammar: _Grammar, f: _Function) -> str:
-    args = grammar.json_value(f.parameters, f"f{f.index}-")
-    head = lit(f"<｜tool▁call▁begin｜>function<｜tool▁sep｜>{f.name}\n```json\n")
-    return grammar.add(f"call-{f.index}", f"{head} {args} {lit(chr(10) + '```<｜tool▁call▁end｜>')}")
+@dataclass(frozen=True)
+class _Format:
+    layout: Callable[[str, bool], _Layout]  # (variant, parallel) → layout
+    calls: Callable[[str, _Speller], _Calls]  # (variant, speller) → a call writer for one grammar
 
 
-def _deepseek_v31_call(grammar: _Grammar, f: _Function) -> str:
-    args = grammar.json_value(f.parameters, f"f{f.index}-")
-    head = lit(f"<｜tool▁call▁begin｜>{f.name}<｜tool▁sep｜>")
-    return grammar.add(f"call-{f.index}", f"{head} {args} {lit('<｜tool▁call▁end｜>')}")
-
-
-def _kimi_call(grammar: _Grammar, f: _Function) -> str:
-    args = grammar.json_value(f.parameters, f"f{f.index}-")
-    head = lit(f"<|tool_call_begin|>functions.{f.name}:")
-    return grammar.add(
-        f"call-{f.index}",
-        f"{head} [0-9] {lit('<|tool_call_argument_begin|>')} {args} {lit('<|tool_call_end|>')}",
-    )
-
-
-def _deepseek_r1(grammar: _Grammar, functions: list[_Function], parallel: bool, variant: str) -> str:
-    write = _section("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>", "\n")
-    return write(grammar, functions, parallel, variant, call_of=_deepseek_r1_call)
-
-
-def _deepseek_v31(grammar: _Grammar, functions: list[_Function], parallel: bool, variant: str) -> str:
-    write = _section("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>")
-    return write(grammar, functions, parallel, variant, call_of=_deepseek_v31_call)
-
-
-def _kimi(grammar: _Grammar, functions: list[_Function], parallel: bool, variant: str) -> str:
-    write = _section("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>")
-    return write(grammar, functions, parallel, variant, call_of=_kimi_call)
-
-
-# -- formats writing each parameter as tags ---------------------------------------------------------------------
+# -- formats with JSON arguments ----------------------------------------------------------------------------------
 
 
 @dataclass
-class _Tags:
-    """How one key/value format writes a parameter: ``param(name, value_rule, raw)`` → GBNF sequence."""
+class _JsonCalls:
+    """Calls written as fixed markup around the arguments' JSON: ``shape(name)`` → (head pieces, tail); a
+    ``None`` head piece stands for one digit (Kimi's call index)."""
 
-    param: Callable[[str, str, bool], str]
+    shape: Callable[[str], tuple[tuple[str | None, ...], str]]
+    spell: _Speller
+
+    def _markup(self, f: _Function) -> tuple[str, str, int]:
+        head, tail = self.shape(f.name)
+        pieces = [("[0-9]", 1) if piece is None else self.spell(piece) for piece in head]
+        end = self.spell(tail)
+        return " ".join(gbnf for gbnf, _ in pieces), end[0], sum(cost for _, cost in pieces) + end[1]
+
+    def tightest(self, f: _Function) -> int:
+        return self._markup(f)[2] + _tightest_json(f.parameters, f"f{f.index}-")
+
+    def write(self, grammar: _Grammar, f: _Function, chars: int | None, tier: str) -> str | None:
+        head, tail, markup = self._markup(f)
+        room = None if chars is None else chars - markup
+        if room is not None and room < 0:
+            return None
+        root, text, longest = _json_rules(f.parameters, f"{tier}f{f.index}-", room)
+        if room is not None and longest > room:
+            return None
+        grammar.rules.append(text.strip())
+        return grammar.add(f"{tier}call-{f.index}", f"{head} {root} {tail}")
+
+
+def _object_head(name: str, args_key: str) -> str:
+    return '{"name": ' + json.dumps(name, ensure_ascii=False) + f', "{args_key}": '
+
+
+def _object_calls(args_key: str, before: str = "", after: str = "") -> Callable[[str, _Speller], _Calls]:
+    """``{"name": …, "<args_key>": {…}}`` calls, with ``before``/``after`` around each."""
+    return lambda variant, spell: _JsonCalls(
+        lambda name: ((before + _object_head(name, args_key),), "}" + after), spell
+    )
+
+
+def _mistral_calls(variant: str, spell: _Speller) -> _Calls:
+    if variant == "v3":
+        return _object_calls("arguments")(variant, spell)
+    return _JsonCalls(lambda name: ((f"[TOOL_CALLS]{name}[ARGS]",), ""), spell)
+
+
+def _generic_layout(variant: str, parallel: bool) -> _Layout:
+    return _Layout('{"tool_calls": [', "]}", ", ") if parallel else _Layout()
+
+
+def _kimi_calls(variant: str, spell: _Speller) -> _Calls:
+    return _JsonCalls(
+        lambda name: (
+            (f"<|tool_call_begin|>functions.{name}:", None, "<|tool_call_argument_begin|>"),
+            "<|tool_call_end|>",
+        ),
+        spell,
+    )
+
+
+def _deepseek_r1_calls(variant: str, spell: _Speller) -> _Calls:
+    return _JsonCalls(
+        lambda name: (
+            (f"<｜tool▁call▁begin｜>function<｜tool▁sep｜>{name}\n```json\n",),
+            "\n```<｜tool▁call▁end｜>",
+        ),
+        spell,
+    )
+
+
+def _deepseek_v31_calls(variant: str, spell: _Speller) -> _Calls:
+    return _JsonCalls(
+        lambda name: ((f"<｜tool▁call▁begin｜>{name}<｜tool▁sep｜>",), "<｜tool▁call▁end｜>"), spell
+    )
+
+
+# -- formats writing each parameter as tags -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tags:
+    """How one key/value format writes a call: ``param(key, raw)`` → (text before the value, text after it)."""
+
+    param: Callable[[str, bool], tuple[str, str]]
     head: Callable[[str], str]
     tail: str
 
 
-def _params(grammar: _Grammar, f: _Function, tags: _Tags) -> str:
-    """The parameters of ``f`` as tags: required ones always, optional ones optionally, in schema order."""
+class _Value(Protocol):
+    """One parameter's value: ``tight`` characters at least, ``full`` (None: unbounded) without a budget."""
+
+    @property
+    def tight(self) -> int: ...
+
+    @property
+    def full(self) -> int | None: ...
+
+    def write(self, grammar: _Grammar, prefix: str, chars: int | None) -> str | None: ...
+
+
+@dataclass
+class _RawEnum:
+    values: list[str]
+    tight: int = 0
+    full: int | None = 0
+
+    def __post_init__(self) -> None:
+        self.tight = self.full = max(len(v) for v in self.values)
+
+    def write(self, grammar: _Grammar, prefix: str, chars: int | None) -> str | None:
+        return grammar.add(f"{prefix}raw", " | ".join(lit(v) for v in self.values))
+
+
+@dataclass
+class _RawString:
+    low: int
+    high: int
+
+    @property
+    def tight(self) -> int:
+        return self.low
+
+    @property
+    def full(self) -> int | None:
+        return self.high
+
+    def write(self, grammar: _Grammar, prefix: str, chars: int | None) -> str | None:
+        high = self.high if chars is None else min(self.high, chars)
+        if high < self.low:
+            return None
+        return grammar.add(f"{prefix}raw", f"[^<]{{{self.low},{high}}}")
+
+
+@dataclass
+class _JsonValue:
+    schema: Any
+    prefix: str
+    tight: int = 0
+    full: int | None = None
+
+    def __post_init__(self) -> None:
+        self.tight = _tightest_json(self.schema, self.prefix)
+        longest = _json_rules(self.schema, self.prefix, None)[2]
+        self.full = None if longest == _TOO_LONG else longest
+
+    def write(self, grammar: _Grammar, prefix: str, chars: int | None) -> str | None:
+        fits_whole = chars is None or (self.full is not None and self.full <= chars)
+        root, text, longest = _json_rules(self.schema, prefix, None if fits_whole else chars)
+        if chars is not None and longest > chars:
+            return None
+        grammar.rules.append(text.strip())
+        return root
+
+
+@dataclass
+class _Param:
+    index: int  # in the schema's properties (names its rules)
+    key: str
+    required: bool
+    before: str
+    after: str
+    value: _Value
+    markup: int  # what ``before`` and ``after`` cost
+
+
+@dataclass
+class _TagCalls:
+    """Calls writing each parameter as tags around its value (raw text for strings, JSON otherwise)."""
+
+    tags: _Tags
+    spell: _Speller
+    _params: dict[int, list[_Param]] = field(default_factory=dict)
+
+    def params(self, f: _Function) -> list[_Param]:
+        """``f``'s parameters (required ones always, optional ones optionally, in schema order)."""
+        if f.index not in self._params:
+            self._params[f.index] = _tag_params(f, self.tags, self.spell)
+        return self._params[f.index]
+
+    def _fixed(self, f: _Function) -> int:
+        return self.spell.cost(self.tags.head(f.name)) + self.spell.cost(self.tags.tail)
+
+    def tightest(self, f: _Function) -> int:
+        return self._fixed(f) + sum(p.markup + p.value.tight for p in self.params(f) if p.required)
+
+    def write(self, grammar: _Grammar, f: _Function, chars: int | None, tier: str) -> str | None:
+        params = list(self.params(f))
+        shares: list[int | None] = [None] * len(params)
+        if chars is not None:
+            room = chars - self._fixed(f)
+            while sum(p.markup + p.value.tight for p in params) > room:
+                optional = [i for i, p in enumerate(params) if not p.required]
+                if not optional:
+                    return None
+                del params[optional[-1]]  # the last optional parameter goes first
+            values_room = room - sum(p.markup for p in params)
+            shares = list(_share(values_room, [p.value for p in params]))
+        draft = _Grammar()
+        parts: list[str] = []
+        for p, share in zip(params, shares, strict=True):
+            value = p.value.write(draft, f"{tier}f{f.index}-p{p.index}-", share)
+            if value is None:  # pragma: no cover - shares are at least the tightest values
+                return None
+            item = f"{self.spell(p.before)[0]} {value} {self.spell(p.after)[0]}"
+            parts.append(item if p.required else f"({item})?")
+        grammar.merge(draft)
+        body = " ".join([self.spell(self.tags.head(f.name))[0], *parts, self.spell(self.tags.tail)[0]])
+        return grammar.add(f"{tier}call-{f.index}", body)
+
+
+def _share(room: int, values: list[_Value]) -> list[int]:
+    """Characters for each value: at least its tightest, at most its full length, one common level between
+    (the largest whose total fits ``room``)."""
+
+    def at(level: int) -> list[int]:
+        return [max(v.tight, level if v.full is None else min(level, v.full)) for v in values]
+
+    low, high = 0, max(room, 0)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if sum(at(mid)) <= room:
+            low = mid
+        else:
+            high = mid - 1
+    return at(low)
+
+
+def _tag_params(f: _Function, tags: _Tags, spell: _Speller) -> list[_Param]:
     schema = f.parameters
     extra = sorted(set(schema) - _PARAMS_KEYWORDS)
     if schema.get("type", "object") != "object" or extra:
@@ -279,24 +613,21 @@ def _params(grammar: _Grammar, f: _Function, tags: _Tags) -> str:
             param="tools",
         )
     defs: dict[str, Any] = {k: schema[k] for k in ("$defs", "definitions") if k in schema}
-    parts: list[str] = []
+    params: list[_Param] = []
     for j, (key, prop) in enumerate(properties.items()):
-        value, raw = _param_value(grammar, f, j, key, prop, defs)
-        item = tags.param(key, value, raw)
-        parts.append(item if key in required else f"({item})?")
-    body = " ".join([tags.head(f.name), *parts, tags.tail])
-    return grammar.add(f"call-{f.index}", body)
+        value = _param_value(f, j, key, prop, defs)
+        before, after = tags.param(key, isinstance(value, _RawEnum | _RawString))
+        markup = spell.cost(before) + spell.cost(after)
+        params.append(_Param(j, key, key in required, before, after, value, markup))
+    return params
 
 
-def _param_value(
-    grammar: _Grammar, f: _Function, j: int, key: str, prop: Any, defs: dict[str, Any]
-) -> tuple[str, bool]:
-    """The value rule of one parameter and whether it is raw text (a string) rather than JSON."""
-    prefix = f"f{f.index}-p{j}-"
+def _param_value(f: _Function, j: int, key: str, prop: Any, defs: dict[str, Any]) -> _Value:
+    """One parameter's value: raw text (a string) or JSON."""
     if isinstance(prop, dict) and _is_raw_string(prop):
-        return _raw_string(grammar, prefix, f.name, key, prop), True
+        return _raw_string(f.name, key, prop)
     schema = {**prop, **defs} if isinstance(prop, dict) and defs else prop
-    return grammar.json_value(schema, prefix), False
+    return _JsonValue(schema, f"f{f.index}-p{j}-")
 
 
 def _is_raw_string(prop: dict[str, Any]) -> bool:
@@ -311,7 +642,7 @@ def _is_raw_string(prop: dict[str, Any]) -> bool:
     )
 
 
-def _raw_string(grammar: _Grammar, prefix: str, function: str, key: str, prop: dict[str, Any]) -> str:
+def _raw_string(function: str, key: str, prop: dict[str, Any]) -> _Value:
     unsupported = sorted(set(prop) - _RAW_STRING_KEYWORDS)
     if unsupported:
         raise UnsupportedFeature(
@@ -327,91 +658,95 @@ def _raw_string(grammar: _Grammar, prefix: str, function: str, key: str, prop: d
                 f"function {function!r}, parameter {key!r}: no enum value can be written as raw text",
                 param="tools",
             )
-        return grammar.add(f"{prefix}raw", " | ".join(lit(v) for v in strings))
+        return _RawEnum(strings)
     low = int(prop.get("minLength", 0))
     high = int(prop.get("maxLength", max(_RAW_STRING_CAP, low)))
     if high < low:
         raise InvalidRequest(
             f"function {function!r}, parameter {key!r}: maxLength < minLength", param="tools"
         )
-    return grammar.add(f"{prefix}raw", f"[^<]{{{low},{high}}}")
+    return _RawString(low, high)
 
 
-def _glm(grammar: _Grammar, functions: list[_Function], parallel: bool, variant: str) -> str:
+def _glm_calls(variant: str, spell: _Speller) -> _Calls:
     nl = "" if variant == "compact" else "\n"
-    tags = _Tags(
-        param=lambda k, v, raw: (
-            f'{lit(nl + "<arg_key>" + k + "</arg_key>" + nl + "<arg_value>")} {v} "</arg_value>"'
+    return _TagCalls(
+        _Tags(
+            param=lambda k, raw: (f"{nl}<arg_key>{k}</arg_key>{nl}<arg_value>", "</arg_value>"),
+            head=lambda name: "<tool_call>" + name,
+            tail=nl + "</tool_call>",
         ),
-        head=lambda name: lit("<tool_call>" + name),
-        tail=lit(nl + "</tool_call>"),
+        spell,
     )
-    call = _alternatives(grammar, functions, lambda f: _params(grammar, f, tags))
-    return grammar.text(_repeat(call, lit("\n") if nl else "", parallel))
 
 
 _HY = ":opensource"
 
 
-def _hunyuan(grammar: _Grammar, functions: list[_Function], parallel: bool, variant: str) -> str:
-    tags = _Tags(
-        param=lambda k, v, raw: (
-            f"{lit(f'<arg_key{_HY}>{k}</arg_key{_HY}>' + chr(10) + f'<arg_value{_HY}>')} {v} "
-            f"{lit(f'</arg_value{_HY}>' + chr(10))}"
+def _hunyuan_calls(variant: str, spell: _Speller) -> _Calls:
+    return _TagCalls(
+        _Tags(
+            param=lambda k, raw: (
+                f"<arg_key{_HY}>{k}</arg_key{_HY}>\n<arg_value{_HY}>",
+                f"</arg_value{_HY}>\n",
+            ),
+            head=lambda name: f"<tool_call{_HY}>{name}<tool_sep{_HY}>\n",
+            tail=f"</tool_call{_HY}>\n",
         ),
-        head=lambda name: lit(f"<tool_call{_HY}>{name}<tool_sep{_HY}>\n"),
-        tail=lit(f"</tool_call{_HY}>\n"),
-    )
-    call = _alternatives(grammar, functions, lambda f: _params(grammar, f, tags))
-    return grammar.text(
-        f"{lit(f'<tool_calls{_HY}>' + chr(10))} {_repeat(call, '', parallel)} {lit(f'</tool_calls{_HY}>')}"
+        spell,
     )
 
 
-def _qwen3_coder(grammar: _Grammar, functions: list[_Function], parallel: bool, variant: str) -> str:
-    tags = _Tags(
-        param=lambda k, v, raw: (
-            f"{lit(f'<parameter={k}>' + chr(10))} {v} {lit(chr(10) + '</parameter>' + chr(10))}"
+def _qwen3_coder_calls(variant: str, spell: _Speller) -> _Calls:
+    return _TagCalls(
+        _Tags(
+            param=lambda k, raw: (f"<parameter={k}>\n", "\n</parameter>\n"),
+            head=lambda name: f"<tool_call>\n<function={name}>\n",
+            tail="</function>\n</tool_call>",
         ),
-        head=lambda name: lit(f"<tool_call>\n<function={name}>\n"),
-        tail=lit("</function>\n</tool_call>"),
+        spell,
     )
-    call = _alternatives(grammar, functions, lambda f: _params(grammar, f, tags))
-    return grammar.text(_repeat(call, lit("\n"), parallel))
 
 
 _DSML = "｜DSML｜"
 
 
-def _deepseek_v32(grammar: _Grammar, functions: list[_Function], parallel: bool, variant: str) -> str:
-    def param(k: str, v: str, raw: bool) -> str:
+def _deepseek_v32_calls(variant: str, spell: _Speller) -> _Calls:
+    def param(k: str, raw: bool) -> tuple[str, str]:
         flag = "true" if raw else "false"
-        return (
-            f"{lit(f'<{_DSML}parameter name={json.dumps(k)} string={chr(34)}{flag}{chr(34)}>')} {v} "
-            + lit(f"</{_DSML}parameter>\n")
-        )
+        return f'<{_DSML}parameter name={json.dumps(k)} string="{flag}">', f"</{_DSML}parameter>\n"
 
-    tags = _Tags(
-        param=param,
-        head=lambda name: lit(f"<{_DSML}invoke name={json.dumps(name, ensure_ascii=False)}>\n"),
-        tail=lit(f"</{_DSML}invoke>\n"),
-    )
-    call = _alternatives(grammar, functions, lambda f: _params(grammar, f, tags))
-    return grammar.text(
-        f"{lit(f'<{_DSML}function_calls>' + chr(10))} {_repeat(call, '', parallel)} {lit(f'</{_DSML}function_calls>')}"
+    return _TagCalls(
+        _Tags(
+            param=param,
+            head=lambda name: f"<{_DSML}invoke name={json.dumps(name, ensure_ascii=False)}>\n",
+            tail=f"</{_DSML}invoke>\n",
+        ),
+        spell,
     )
 
 
-_WRITERS: dict[str, Callable[[_Grammar, list[_Function], bool, str], str]] = {
-    "hermes": _hermes,
-    "generic": _generic,
-    "llama3": _llama3,
-    "mistral": _mistral,
-    "deepseek_r1": _deepseek_r1,
-    "deepseek_v31": _deepseek_v31,
-    "deepseek_v32": _deepseek_v32,
-    "kimi_k2": _kimi,
-    "glm45": _glm,
-    "hunyuan": _hunyuan,
-    "qwen3_coder": _qwen3_coder,
+def _layout(begin: str = "", end: str = "", sep: str = "") -> Callable[[str, bool], _Layout]:
+    return lambda variant, parallel: _Layout(begin, end, sep)
+
+
+_FORMATS: dict[str, _Format] = {
+    "hermes": _Format(_layout(sep="\n"), _object_calls("arguments", "<tool_call>\n", "\n</tool_call>")),
+    "generic": _Format(_generic_layout, _object_calls("arguments")),
+    "llama3": _Format(_layout(sep="; "), _object_calls("parameters")),
+    "mistral": _Format(
+        lambda variant, parallel: _Layout("[TOOL_CALLS][", "]", ", ") if variant == "v3" else _Layout(),
+        _mistral_calls,
+    ),
+    "deepseek_r1": _Format(
+        _layout("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>", "\n"), _deepseek_r1_calls
+    ),
+    "deepseek_v31": _Format(_layout("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"), _deepseek_v31_calls),
+    "deepseek_v32": _Format(
+        _layout(f"<{_DSML}function_calls>\n", f"</{_DSML}function_calls>"), _deepseek_v32_calls
+    ),
+    "kimi_k2": _Format(_layout("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"), _kimi_calls),
+    "glm45": _Format(lambda variant, parallel: _Layout(sep="" if variant == "compact" else "\n"), _glm_calls),
+    "hunyuan": _Format(_layout(f"<tool_calls{_HY}>\n", f"</tool_calls{_HY}>"), _hunyuan_calls),
+    "qwen3_coder": _Format(_layout(sep="\n"), _qwen3_coder_calls),
 }
