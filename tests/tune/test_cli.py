@@ -16,13 +16,21 @@ from kaiyuan.cli._app import cli
 def _kaiyuan(*args: str, home: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KAIYUAN_HOME": str(home)}
     return subprocess.run(
-        [sys.executable, "-m", "kaiyuan", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+        [sys.executable, "-m", "kaiyuan", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
     )
 
 
 def _good_data(path: Path) -> Path:
     path.write_text(
-        json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}) + "\n",
+        json.dumps(
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+        )
+        + "\n",
         encoding="utf-8",
     )
     return path
@@ -50,9 +58,13 @@ def test_policy_forbidding_the_derivative_stops_before_training(kaiyuan_home: Pa
 
 def test_unknown_base_and_taken_name(kaiyuan_home: Path, tmp_path: Path) -> None:
     data = _good_data(tmp_path / "d.jsonl")
-    result = _kaiyuan("tune", "no-such-model", "--data", str(data), "--name", "x", home=kaiyuan_home, cwd=tmp_path)
+    result = _kaiyuan(
+        "tune", "no-such-model", "--data", str(data), "--name", "x", home=kaiyuan_home, cwd=tmp_path
+    )
     assert result.returncode == 1 and "no-such-model" in result.stderr
-    taken = _kaiyuan("tune", "smollm2", "--data", str(data), "--name", "smollm2:135m", home=kaiyuan_home, cwd=tmp_path)
+    taken = _kaiyuan(
+        "tune", "smollm2", "--data", str(data), "--name", "smollm2:135m", home=kaiyuan_home, cwd=tmp_path
+    )
     assert taken.returncode == 1 and "already exists" in taken.stderr
 
 

@@ -30,7 +30,7 @@ def test_torchrun_two_processes_make_one_run(kaiyuan_home: Path, tmp_path: Path)
     )  # fmt: skip
     env = {**os.environ, "KAIYUAN_HOME": str(kaiyuan_home), "KAIYUAN_THREADS": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "kaiyuan", "tune", "smollm2", "--data", str(data), "--name", "ddp", "--max-steps", "3",
          "--seq-len", "64", "--batch", "2", "--eval-split", "0", "--threads", "1", "--log-every", "1"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=1500,

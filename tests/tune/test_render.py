@@ -69,7 +69,9 @@ def test_only_assistant_tokens_are_trained() -> None:
     tok = _tokenizer()
     full = tok.decode(example.input_ids)
     assert full.startswith("<|im_start|>system\nYou answer tersely.")
-    masked = tok.decode([t for t, label in zip(example.input_ids, example.labels, strict=True) if label == IGNORE_INDEX])
+    masked = tok.decode(
+        [t for t, label in zip(example.input_ids, example.labels, strict=True) if label == IGNORE_INDEX]
+    )
     assert "Name a colour." in masked and "Blue." not in masked and "<|im_start|>assistant\n" in masked
 
 
@@ -98,7 +100,10 @@ def test_r1_template_opens_think_in_the_prompt() -> None:
     from kaiyuan.tune import conversation_segments
 
     parts = conversation_segments(
-        [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4", "reasoning_content": "2+2=4"}],
+        [
+            {"role": "user", "content": "2+2?"},
+            {"role": "assistant", "content": "4", "reasoning_content": "2+2=4"},
+        ],
         render,
     )
     assert len(parts) == 1
@@ -132,7 +137,9 @@ def test_other_templates_mask_their_own_turn_markers(name: str) -> None:
     def render(msgs: list[dict[str, Any]], gen: bool, thinking: bool) -> str:
         return template.render([Message(**m) for m in msgs], add_generation_prompt=gen)
 
-    parts = conversation_segments([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}], render)
+    parts = conversation_segments(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}], render
+    )
     trained = "".join(s.text for s in parts[0] if s.train)
     assert trained.startswith(("hello", "<think>")) and "hello" in trained
     assert "user" not in trained

@@ -9,6 +9,7 @@ the store.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import warnings
 from collections.abc import Iterator
@@ -97,7 +98,7 @@ def load_base(model_path: Path, device: Any, dtype: Any) -> LoadedBase:
     else:
         raise TuneError(f"base model file {model_path} is missing; check the store (`kaiyuan show`)")
     try:
-        with foreign_warnings_quiet():
+        with foreign_warnings_quiet(), _gguf_tqdm_off():
             tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
             model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -117,6 +118,25 @@ def load_base(model_path: Path, device: Any, dtype: Any) -> LoadedBase:
         pad_id=int(pad_id),
         architecture=str(model.config.model_type),
     )
+
+
+@contextlib.contextmanager
+def _gguf_tqdm_off() -> Iterator[None]:
+    """transformers' GGUF loader draws its own tqdm bar (not switchable by its logging); silence it while loading."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 def tokenize_with_offsets(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
