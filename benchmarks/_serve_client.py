@@ -30,6 +30,7 @@ class StreamResult:
     cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens, when reported
     finish_reason: str | None = None
     error: str | None = None
+    stale: bool = False  # failed on a dead kept-alive connection before any response: safe to send again
 
     @property
     def tokens(self) -> int:
@@ -105,11 +106,24 @@ def absorb_chunk(result: StreamResult, obj: Mapping[str, Any], now: float) -> No
     _apply_usage(result, obj.get("usage"))
 
 
+# A kept-alive connection the server closed just as it was reused fails before any response; sent again once.
+_STALE = (httpx.RemoteProtocolError, httpx.ConnectError)
+
+
 async def stream_chat(client: httpx.AsyncClient, url: str, body: Mapping[str, Any]) -> StreamResult:
     """POST a streaming chat request and time every chunk; errors are recorded, not raised."""
+    result = await _stream_once(client, url, body)
+    if result.stale:
+        result = await _stream_once(client, url, body)
+    return result
+
+
+async def _stream_once(client: httpx.AsyncClient, url: str, body: Mapping[str, Any]) -> StreamResult:
     result = StreamResult(sent=time.perf_counter())
+    responded = False
     try:
         async with client.stream("POST", url, json=dict(body)) as response:
+            responded = True
             if response.status_code != 200:
                 text = (await response.aread()).decode(errors="replace")
                 result.error = f"HTTP {response.status_code}: {text[:300]}"
@@ -120,6 +134,7 @@ async def stream_chat(client: httpx.AsyncClient, url: str, body: Mapping[str, An
                     absorb_chunk(result, obj, time.perf_counter())
     except (httpx.HTTPError, json.JSONDecodeError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
+        result.stale = isinstance(exc, _STALE) and not responded
     finally:
         result.end = time.perf_counter()
     return result
@@ -127,6 +142,13 @@ async def stream_chat(client: httpx.AsyncClient, url: str, body: Mapping[str, An
 
 async def complete_chat(client: httpx.AsyncClient, url: str, body: Mapping[str, Any]) -> StreamResult:
     """POST a non-streaming chat request; the whole answer counts as arriving at the end."""
+    result = await _complete_once(client, url, body)
+    if result.stale:
+        result = await _complete_once(client, url, body)
+    return result
+
+
+async def _complete_once(client: httpx.AsyncClient, url: str, body: Mapping[str, Any]) -> StreamResult:
     result = StreamResult(sent=time.perf_counter())
     try:
         response = await client.post(url, json=dict(body))
@@ -143,6 +165,7 @@ async def complete_chat(client: httpx.AsyncClient, url: str, body: Mapping[str, 
     except (httpx.HTTPError, json.JSONDecodeError) as exc:
         result.end = time.perf_counter()
         result.error = f"{type(exc).__name__}: {exc}"
+        result.stale = isinstance(exc, _STALE)
     return result
 
 

@@ -2,16 +2,18 @@
 
 All three load the same GGUF (default: the bundled SmolLM2-135M-Instruct Q4_1) with the same llama.cpp threads,
 the same context per sequence slot and flash attention off; kaiyuan and llama-server get 8 slots
-(llama-server ``-np 8 -c 8×ctx``), llama-cpp-python's server has one. They run one at a time, never two decoding
-at once, interleaved over rounds (the order rotates each round), and every server is restarted per round.
-Each round measures, over the OpenAI HTTP API (httpx, SSE streaming, greedy, end-of-generation tokens banned with
-``logit_bias`` so every answer is exactly ``max_tokens`` long):
+(llama-server ``-np 8 -c 8×ctx``), llama-cpp-python's server has one. Each round starts all three afresh (one
+after the other), then runs every workload repetition by repetition, going round the servers (the order rotates
+each time), so only one server is ever working and a slow minute on a shared machine hits all of them alike; then
+stops them and runs llama-batched-bench alone. Measured over the OpenAI HTTP API (httpx, SSE streaming, greedy,
+end-of-generation tokens banned with ``logit_bias`` so every answer is exactly ``max_tokens`` long):
 
   single-stream decode    tokens/s after the first token of one streamed answer
   8 streams               all tokens / wall time of 8 concurrent streamed answers (and the rate while all 8 run)
   TTFT cold / warm        first token of a ~1k-token system prompt never seen before, then the same system prompt
                           with a different question (the prefix cache's case)
   max_tokens=1 latency    a short question answered with one token, non-streamed
+  server CPU per token    CPU seconds the server used during the single-stream and 8-stream workloads / tokens
   peak RSS                VmHWM of the server process (and children) at the end of its round
 
 plus llama.cpp's ``llama-batched-bench`` decode rate for 1 and 8 sequences (the ceiling). Medians over rounds are
@@ -19,7 +21,7 @@ printed as a table with kaiyuan/peer ratios (taken within each round) and the is
 written to benchmarks/results/serve_bench-<time>.json.
 
     python benchmarks/serve_bench.py --quick            # a short run to check the harness
-    python benchmarks/serve_bench.py --rounds 3          # the full comparison (about 10-15 minutes, quiet machine)
+    python benchmarks/serve_bench.py                     # the full comparison (3 rounds, about 10 minutes)
 
 The peers are built by benchmarks/setup_peers.sh (run automatically when missing).
 """
@@ -28,16 +30,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -78,6 +82,7 @@ class Settings:
     max_tokens: int
     concurrency: int
     single_runs: int
+    concurrent_runs: int
     latency_runs: int
     ttft_pairs: int
     system_tokens: int
@@ -130,120 +135,191 @@ def per_token_ms(cpu_seconds: float, results: Sequence[client_mod.StreamResult])
     return cpu_seconds * 1000 / tokens if tokens and cpu_seconds > 0 else None
 
 
-# -- one server, one round -----------------------------------------------------------------------------------
+T = TypeVar("T")
 
 
-async def measure_server(
-    base_url: str,
-    model: str,
-    banned: Sequence[int],
+# -- one round: every server started, the workloads interleaved request by request ---------------------------
+
+
+@dataclass
+class PeerRun:
+    """One started server during one round: its HTTP client, the requests it answered, the CPU they cost it."""
+
+    name: str
+    server: peers_mod.RunningServer
+    model: str
+    http: httpx.AsyncClient
+    banned: Sequence[int]
+    results: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    cpu: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # server CPU s per workload
+
+    @property
+    def url(self) -> str:
+        return f"{self.server.base_url}/v1/chat/completions"
+
+    def body(self, messages: list[dict[str, str]], max_tokens: int, *, stream: bool = True) -> dict[str, Any]:
+        return client_mod.chat_body(self.model, messages, max_tokens, self.banned, stream=stream)
+
+    async def timed(self, workload: str, work: Awaitable[T]) -> T:
+        """Await ``work``, adding the server's CPU time meanwhile to ``workload``."""
+        cpu0 = self.server.cpu_seconds()
+        result = await work
+        self.cpu[workload] += self.server.cpu_seconds() - cpu0
+        return result
+
+
+async def _latency(p: PeerRun, i: int, s: Settings, tag: str, vocab: Vocabulary) -> None:
+    body = p.body(question_messages(1 + i), 1, stream=False)
+    p.results["latency"].append(await p.timed("latency", client_mod.complete_chat(p.http, p.url, body)))
+
+
+async def _single(p: PeerRun, i: int, s: Settings, tag: str, vocab: Vocabulary) -> None:
+    body = p.body(story_messages(100 + i), s.max_tokens)
+    p.results["single"].append(await p.timed("single", client_mod.stream_chat(p.http, p.url, body)))
+
+
+async def _concurrent(p: PeerRun, i: int, s: Settings, tag: str, vocab: Vocabulary) -> None:
+    bodies = [p.body(story_messages(i * s.concurrency + j), s.max_tokens) for j in range(s.concurrency)]
+    p.results["concurrent"].append(
+        await p.timed("concurrent", client_mod.concurrent_chats(p.http, p.url, bodies))
+    )
+
+
+async def _ttft(p: PeerRun, i: int, s: Settings, tag: str, vocab: Vocabulary) -> None:
+    # a new system prompt for this pair (the cold case), then the same one with another question (warm)
+    system = system_prompt(f"{tag}-{i}", s.system_tokens, vocab.count)
+    for kind, question in (("cold", "How do I reset my password?"), ("warm", "What are your opening hours?")):
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+        p.results[kind].append(await client_mod.stream_chat(p.http, p.url, p.body(messages, 2)))
+
+
+WORKLOADS: tuple[tuple[str, Callable[..., Awaitable[None]], str], ...] = (
+    ("latency", _latency, "latency_runs"),
+    ("single", _single, "single_runs"),
+    ("concurrent", _concurrent, "concurrent_runs"),
+    ("ttft", _ttft, "ttft_pairs"),
+)
+
+
+async def measure_round(peers: Sequence[PeerRun], s: Settings, vocab: Vocabulary, round_: int) -> None:
+    """Each workload, repetition by repetition, going round the servers (the order rotates every repetition),
+    so one request never overlaps another server's and a slow minute hits every server alike."""
+    tag = f"{round_}-{os.getpid()}"
+    for p in peers:  # warm-up, not measured
+        p.results["warm-up"].append(
+            await client_mod.stream_chat(p.http, p.url, p.body(question_messages(0), 4))
+        )
+    for _, run, count in WORKLOADS:
+        for i in range(getattr(s, count)):
+            for p in round_order(peers, round_ + i):
+                await run(p, i, s, tag, vocab)
+
+
+def summarize(p: PeerRun, s: Settings) -> dict[str, Any]:
+    """The round's figures of one server (medians over its repetitions) and what went wrong."""
+    r = p.results
+    errors: list[str] = []
+
+    def ok(what: str, results: Sequence[client_mod.StreamResult], expect: int | None) -> list[Any]:
+        err = client_mod.first_error(results)
+        if err:
+            errors.append(f"{what}: {err}")
+        elif expect is not None and any(x.tokens != expect for x in results):
+            errors.append(
+                f"{what}: generated {sorted({x.tokens for x in results})} tokens, expected {expect}"
+            )
+        return [x for x in results if not x.error]
+
+    ok("warm-up", r["warm-up"], None)
+    lat = ok("max_tokens=1", r["latency"], 1)
+    single = ok("single stream", r["single"], s.max_tokens)
+    conc = r["concurrent"]
+    ok(f"{s.concurrency} streams", [x for c in conc for x in c.streams], s.max_tokens)
+    cold, warm = ok("TTFT cold", r["cold"], 2), ok("TTFT warm", r["warm"], 2)
+    return {
+        "errors": errors,
+        "latency_1tok_s": report.median(x.end - x.sent for x in lat),
+        "single_tps": report.median(x.decode_rate for x in single),
+        "single_ttft_s": report.median(x.ttft for x in single),
+        "single_cpu_ms": per_token_ms(p.cpu["single"], r["single"]),
+        "agg_tps": report.median(c.aggregate_rate for c in conc),
+        "agg_steady_tps": report.median(c.steady_rate for c in conc),
+        "agg_wall_s": report.median(c.ended - c.started for c in conc),
+        "agg_cpu_ms": per_token_ms(p.cpu["concurrent"], [x for c in conc for x in c.streams]),
+        "ttft_cold_s": report.median(x.ttft for x in cold),
+        "ttft_warm_s": report.median(x.ttft for x in warm),
+        "ttft_prompt_tokens": report.median(x.prompt_tokens for x in cold),
+        "ttft_warm_cached_tokens": report.median(x.cached_tokens for x in warm),
+    }
+
+
+def run_round(
+    names: Sequence[str],
+    cfg: peers_mod.PeerConfig,
     s: Settings,
     vocab: Vocabulary,
     round_: int,
-    cpu: Callable[[], float] = lambda: 0.0,
-) -> dict[str, Any]:
-    """Every workload against one ready server, in a fixed order; returns metrics and raw per-request figures.
+    log_dir: Path,
+) -> dict[str, dict[str, Any]]:
+    """Start every server (one after the other), measure them interleaved, read their peak RSS, stop them all."""
+    out: dict[str, dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        started: list[tuple[str, peers_mod.RunningServer, str, float]] = []
+        for name in names:
+            port = peers_mod.free_port()
+            spec = peers_mod.server_spec(name, cfg, port)
+            server = stack.enter_context(peers_mod.RunningServer(spec, port, log_dir))
+            try:
+                started.append((name, server, spec.model, server.wait_ready(s.ready_timeout)))
+            except RuntimeError as exc:
+                out[name] = {"errors": [str(exc)]}
+        cpu0 = {name: server.cpu_seconds() for name, server, _, _ in started}
 
-    ``cpu()`` reads the server's CPU seconds so far (all its threads): CPU per generated token is much less
-    sensitive to other work on the machine than wall-clock rates."""
-    url = f"{base_url}/v1/chat/completions"
-    timeout = httpx.Timeout(s.request_timeout, connect=10.0)
-    limits = httpx.Limits(max_connections=s.concurrency + 4)
-    out: dict[str, Any] = {"errors": []}
+        async def measure() -> list[PeerRun]:
+            timeout = httpx.Timeout(s.request_timeout, connect=10.0)
+            # idle connections are dropped before a server's own keep-alive timeout can close them under us
+            limits = httpx.Limits(max_connections=s.concurrency + 4, keepalive_expiry=2.0)
+            async with contextlib.AsyncExitStack() as clients:
+                peers = []
+                for name, server, model, _ in started:
+                    http = await clients.enter_async_context(
+                        httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+                    )
+                    peers.append(PeerRun(name, server, model, http, vocab.eog))
+                await measure_round(peers, s, vocab, round_)
+                return peers
 
-    def body(messages: list[dict[str, str]], max_tokens: int, *, stream: bool = True) -> dict[str, Any]:
-        return client_mod.chat_body(model, messages, max_tokens, banned, stream=stream)
-
-    def check(results: Sequence[client_mod.StreamResult], what: str, expect_tokens: int | None) -> None:
-        err = client_mod.first_error(results)
-        if err:
-            out["errors"].append(f"{what}: {err}")
-        elif expect_tokens is not None and any(r.tokens != expect_tokens for r in results):
-            got = sorted({r.tokens for r in results})
-            out["errors"].append(f"{what}: generated {got} tokens, expected {expect_tokens}")
-
-    async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as http:
-        warm = await client_mod.stream_chat(http, url, body(question_messages(0), 4))
-        check([warm], "warm-up", None)
-
-        lat = [
-            await client_mod.complete_chat(http, url, body(question_messages(1 + i), 1, stream=False))
-            for i in range(s.latency_runs)
-        ]
-        check(lat, "max_tokens=1", 1)
-        out["latency_1tok_s"] = report.median(r.end - r.sent for r in lat if not r.error)
-
-        cpu0 = cpu()
-        single = [
-            await client_mod.stream_chat(http, url, body(story_messages(100 + i), s.max_tokens))
-            for i in range(s.single_runs)
-        ]
-        check(single, "single stream", s.max_tokens)
-        out["single_tps"] = report.median(r.decode_rate for r in single if not r.error)
-        out["single_ttft_s"] = report.median(r.ttft for r in single if not r.error)
-        out["single_cpu_ms"] = per_token_ms(cpu() - cpu0, single)
-
-        cpu0 = cpu()
-
-        conc = await client_mod.concurrent_chats(
-            http, url, [body(story_messages(i), s.max_tokens) for i in range(s.concurrency)]
-        )
-        check(conc.streams, f"{s.concurrency} streams", s.max_tokens)
-        out["agg_tps"] = conc.aggregate_rate
-        out["agg_steady_tps"] = conc.steady_rate
-        out["agg_wall_s"] = conc.ended - conc.started
-        out["agg_cpu_ms"] = per_token_ms(cpu() - cpu0, conc.streams)
-
-        cold, warm_ = [], []
-        for i in range(s.ttft_pairs):
-            system = system_prompt(f"{round_}-{i}-{os.getpid()}", s.system_tokens, vocab.count)
-            q1 = [
-                {"role": "system", "content": system},
-                {"role": "user", "content": "How do I reset my password?"},
-            ]
-            q2 = [
-                {"role": "system", "content": system},
-                {"role": "user", "content": "What are your opening hours?"},
-            ]
-            cold.append(await client_mod.stream_chat(http, url, body(q1, 2)))
-            warm_.append(await client_mod.stream_chat(http, url, body(q2, 2)))
-        check(cold + warm_, "TTFT", 2)
-        out["ttft_cold_s"] = report.median(r.ttft for r in cold if not r.error)
-        out["ttft_warm_s"] = report.median(r.ttft for r in warm_ if not r.error)
-        out["ttft_prompt_tokens"] = report.median(
-            r.prompt_tokens for r in cold if r.prompt_tokens is not None
-        )
-        out["ttft_warm_cached_tokens"] = report.median(
-            r.cached_tokens for r in warm_ if r.cached_tokens is not None
-        )
+        for p in asyncio.run(measure()):
+            figures = summarize(p, s)
+            figures["cpu_s"] = p.server.cpu_seconds() - cpu0[p.name]
+            figures["ready_s"] = next(ready for name, _, _, ready in started if name == p.name)
+            figures["rss_mb"] = p.server.peak_rss_bytes() / 1e6
+            if figures["errors"]:
+                figures["log_tail"] = p.server.log_tail(15)
+            out[p.name] = figures
     return out
-
-
-def run_server_round(
-    name: str, cfg: peers_mod.PeerConfig, s: Settings, vocab: Vocabulary, round_: int, log_dir: Path
-) -> dict[str, Any]:
-    port = peers_mod.free_port()
-    spec = peers_mod.server_spec(name, cfg, port)
-    with peers_mod.RunningServer(spec, port, log_dir) as server:
-        ready = server.wait_ready(s.ready_timeout)
-        cpu0 = server.cpu_seconds()
-        metrics = asyncio.run(
-            measure_server(server.base_url, spec.model, vocab.eog, s, vocab, round_, server.cpu_seconds)
-        )
-        metrics["cpu_s"] = server.cpu_seconds() - cpu0
-        metrics["ready_s"] = ready
-        metrics["rss_mb"] = server.peak_rss_bytes() / 1e6
-        if metrics["errors"]:
-            metrics["log_tail"] = server.log_tail(15)
-    return metrics
 
 
 # -- the run -------------------------------------------------------------------------------------------------
 
 
 # Workload sizes when not given on the command line: the full run and --quick (a harness check).
-FULL = {"rounds": 3, "max_tokens": 128, "single_runs": 2, "latency_runs": 5, "ttft_pairs": 3}
-QUICK = {"rounds": 1, "max_tokens": 32, "single_runs": 1, "latency_runs": 2, "ttft_pairs": 1}
+FULL = {
+    "rounds": 3,
+    "max_tokens": 128,
+    "single_runs": 3,
+    "concurrent_runs": 2,
+    "latency_runs": 5,
+    "ttft_pairs": 3,
+}
+QUICK = {
+    "rounds": 1,
+    "max_tokens": 32,
+    "single_runs": 1,
+    "concurrent_runs": 1,
+    "latency_runs": 2,
+    "ttft_pairs": 1,
+}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -259,7 +335,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--max-tokens", type=int, help="tokens per streamed answer (default 128, --quick 32)")
     p.add_argument("--concurrency", type=int, default=8, help="concurrent streams (default 8)")
-    p.add_argument("--single-runs", type=int, help="single-stream answers per round (default 2, --quick 1)")
+    p.add_argument("--single-runs", type=int, help="single-stream answers per round (default 3, --quick 1)")
+    p.add_argument(
+        "--concurrent-runs",
+        type=int,
+        help="times the concurrent streams run per round (default 2, --quick 1)",
+    )
     p.add_argument("--latency-runs", type=int, help="max_tokens=1 requests per round (default 5, --quick 2)")
     p.add_argument("--ttft-pairs", type=int, help="cold/warm TTFT pairs per round (default 3, --quick 1)")
     p.add_argument(
@@ -293,7 +374,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(peers_mod.PEERS)}")
     args.peers = peers
-    for name in ("threads", "ctx", "parallel", "rounds", "max_tokens", "concurrency", "single_runs"):
+    for name in (
+        "threads",
+        "ctx",
+        "parallel",
+        "rounds",
+        "max_tokens",
+        "concurrency",
+        "single_runs",
+        "concurrent_runs",
+    ):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.max_tokens < 2:
@@ -307,6 +397,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         max_tokens=args.max_tokens,
         concurrency=args.concurrency,
         single_runs=args.single_runs,
+        concurrent_runs=args.concurrent_runs,
         latency_runs=args.latency_runs,
         ttft_pairs=args.ttft_pairs,
         system_tokens=args.system_tokens,
@@ -315,8 +406,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
-def round_order(items: Sequence[str], round_: int) -> list[str]:
-    """The run order of one round: rotated by the round number, so no peer always runs first or last."""
+def round_order(items: Sequence[T], round_: int) -> list[T]:
+    """The order of one round (or repetition): rotated by its number, so no peer always goes first or last."""
     if not items:
         return []
     k = round_ % len(items)
@@ -375,30 +466,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"max_tokens {args.max_tokens}; server logs in {log_dir}",
         flush=True,
     )
-    items = [*args.peers, *([] if args.no_batched_bench else [report.BATCHED])]
     rounds: list[dict[str, Any]] = []
     for r in range(args.rounds):
-        order = round_order(items, r)
-        this: dict[str, Any] = {"order": order, "peers": {}, "loadavg": os.getloadavg()}
+        this: dict[str, Any] = {"order": round_order(args.peers, r), "peers": {}, "loadavg": os.getloadavg()}
         rounds.append(this)
-        for name in order:
-            t0 = time.perf_counter()
+        t0 = time.perf_counter()
+        if args.peers:
+            this["peers"].update(run_round(this["order"], cfg, s, vocab, r, log_dir))
+        servers_s = time.perf_counter() - t0
+        if not args.no_batched_bench:  # with every server stopped
             try:
-                if name == report.BATCHED:
-                    rates = peers_mod.run_batched_bench(
-                        cfg, args.max_tokens, args.max_tokens, [1, args.concurrency], s.request_timeout
-                    )
-                    this["peers"][name] = {"single_tps": rates.get(1), "agg_tps": rates.get(args.concurrency)}
-                else:
-                    this["peers"][name] = run_server_round(name, cfg, s, vocab, r, log_dir)
+                rates = peers_mod.run_batched_bench(
+                    cfg, args.max_tokens, args.max_tokens, [1, args.concurrency], s.request_timeout
+                )
+                this["peers"][report.BATCHED] = {
+                    "single_tps": rates.get(1),
+                    "agg_tps": rates.get(args.concurrency),
+                }
             except RuntimeError as exc:
-                this["peers"][name] = {"errors": [str(exc)]}
-            got = this["peers"][name]
+                this["peers"][report.BATCHED] = {"errors": [str(exc)]}
+        print(
+            f"round {r + 1}/{args.rounds}: servers {servers_s:.0f}s, all {time.perf_counter() - t0:.0f}s",
+            flush=True,
+        )
+        for name, got in this["peers"].items():
             summary = ", ".join(f"{k}={v:.3g}" for k, v in got.items() if isinstance(v, float))
-            print(
-                f"round {r + 1}/{args.rounds} {name:17s} {time.perf_counter() - t0:6.1f}s  {summary}",
-                flush=True,
-            )
+            print(f"  {name:17s} {summary}", flush=True)
             for err in got.get("errors", []):
                 print(f"    ! {err}", flush=True)
     conditions["loadavg_end"] = os.getloadavg()

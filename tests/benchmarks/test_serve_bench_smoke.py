@@ -4,9 +4,11 @@ the machine."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from benchmarks import _serve_client as client
@@ -106,6 +108,53 @@ def test_request_body_bans_end_tokens_and_asks_for_usage() -> None:
     assert body["temperature"] == 0.0 and body["max_tokens"] == 16
     assert body["stream_options"] == {"include_usage": True}
     assert "stream_options" not in client.chat_body("m", [], 1, [], stream=False)
+
+
+def _flaky_transport(failures: int, calls: list[int]) -> httpx.MockTransport:
+    """A server whose first ``failures`` requests hit a connection it had closed; then it streams 2 tokens."""
+    sse = "\n\n".join([_chunk("a"), _chunk("b"), _chunk(finish="length"), "data: [DONE]"]) + "\n\n"
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) <= failures:
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request
+            )
+        if request.url.path == "/bad":
+            return httpx.Response(500, text="boom")
+        return httpx.Response(200, content=sse.encode(), headers={"content-type": "text/event-stream"})
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.mark.parametrize(
+    ("failures", "sends", "error"), [(0, 1, None), (1, 2, None), (2, 2, "RemoteProtocolError")]
+)
+def test_a_dead_kept_alive_connection_is_retried_once(failures: int, sends: int, error: str | None) -> None:
+    calls: list[int] = []
+
+    async def go() -> client.StreamResult:
+        async with httpx.AsyncClient(transport=_flaky_transport(failures, calls)) as http:
+            return await client.stream_chat(http, "http://test/v1/chat/completions", {"stream": True})
+
+    result = asyncio.run(go())
+    assert len(calls) == sends
+    if error is None:
+        assert result.error is None and result.tokens == 2 and result.finish_reason == "length"
+    else:
+        assert result.error is not None and result.error.startswith(error)
+
+
+def test_an_http_error_is_recorded_not_retried() -> None:
+    calls: list[int] = []
+
+    async def go() -> client.StreamResult:
+        async with httpx.AsyncClient(transport=_flaky_transport(0, calls)) as http:
+            return await client.complete_chat(http, "http://test/bad", {})
+
+    result = asyncio.run(go())
+    assert len(calls) == 1
+    assert result.error == "HTTP 500: boom" and result.tokens == 0
 
 
 def _stream(times: list[float]) -> client.StreamResult:
