@@ -3,7 +3,9 @@
 ``GrammarWalker.random_output(grammar, rng)`` walks a grammar with single-character *and single-byte* tokens of
 SmolLM2's vocabulary, so multi-byte characters such as DeepSeek's ``｜`` are reachable one byte at a time (the
 engine handles partial UTF-8), and returns a random text the grammar allows: what a model, however bad, could
-be forced to write.
+be forced to write. ``GrammarWalker(path, markers=[…])`` walks another GGUF's vocabulary and also uses the
+tokens of ``markers`` (e.g. ``<tool_call>`` added as one token), as a grammar may require them; ``tokens`` is
+the number of tokens the last walk took.
 """
 
 from __future__ import annotations
@@ -31,12 +33,12 @@ def _silent(level: int, text: bytes, data: int) -> None:
 
 
 class GrammarWalker:
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None = None, *, markers: tuple[str, ...] = ()) -> None:
         llama_cpp.llama_backend_init()
         llama_cpp.llama_log_set(_silent, ctypes.c_void_p(0))
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True
-        self._model = llama_cpp.llama_model_load_from_file(str(smollm2_path()).encode(), params)
+        self._model = llama_cpp.llama_model_load_from_file(str(path or smollm2_path()).encode(), params)
         assert self._model, "could not load the SmolLM2 vocabulary"
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self._eos = llama_cpp.llama_vocab_eos(self._vocab)
@@ -55,6 +57,15 @@ class GrammarWalker:
             if is_char or len(piece) == 1:
                 self._pieces[token] = piece
                 seen.add(piece)
+        self.marker_tokens: dict[str, int] = {}
+        for marker in markers:
+            data = marker.encode()
+            ids = (llama_cpp.llama_token * 8)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), ids, 8, False, True)
+            assert n == 1, f"{marker!r} is not one token of this vocabulary"
+            self._pieces[ids[0]] = data
+            self.marker_tokens[marker] = ids[0]
+        self.tokens = 0
 
     def close(self) -> None:
         llama_cpp.llama_model_free(self._model)
@@ -83,6 +94,7 @@ class GrammarWalker:
         char_tokens = [t for t, p in self._pieces.items() if not p.isascii() and len(p) > 1]
         byte_tokens = [t for t, p in self._pieces.items() if not p.isascii() and len(p) == 1]
         out = bytearray()
+        self.tokens = 0
         try:
             while len(out) < max_bytes:
                 # ASCII mostly; whole non-ASCII characters now and then; single bytes only where nothing else
@@ -98,6 +110,7 @@ class GrammarWalker:
                 token = rng.choice([t for t in allowed if t != self._eos])
                 llama_cpp.llama_sampler_accept(sampler, token)
                 out += self._pieces[token]
+                self.tokens += 1
             raise AssertionError(f"no end after {max_bytes} bytes: {bytes(out[:200])!r}")
         finally:
             llama_cpp.llama_sampler_free(sampler)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,11 +14,13 @@ import jsonschema
 import pytest
 
 from kaiyuan.chat import ChatTemplate, ResponseParser, dialect_by_name
+from kaiyuan.chat._gbnf_length import longest_output
 from kaiyuan.chat.dialects import Dialect
 from kaiyuan.chat.tool_grammars import MAX_PARALLEL_CALLS, build_tool_call_grammar
 from kaiyuan.errors import InvalidRequest, UnsupportedFeature
 from tests.chat._gbnf_oracle import GrammarWalker
 from tests.chat._helpers import WEATHER_TOOL, template_text
+from tests.fixtures import tiny_gguf
 
 BOOK_TOOL: dict[str, Any] = {
     "type": "function",
@@ -159,3 +162,179 @@ def test_what_a_tag_format_cannot_enforce_is_refused_by_name() -> None:
             build_tool_call_grammar(dialect_by_name(dialect), [any_of], "required", False)
     # formats whose arguments are JSON enforce the same schemas through the JSON-schema compiler
     assert build_tool_call_grammar(dialect_by_name("hermes"), [pattern], "required", False)
+
+
+# -- the token budget -----------------------------------------------------------------------------------------------
+
+NAMED_BOOK = {"type": "function", "function": {"name": "book_table"}}
+
+
+def _smallest_budget(dialect: Dialect, tools: list[Any], choice: Any, parallel: bool, **kw: Any) -> int:
+    """What the refusal of a too-small budget says a complete call needs."""
+    with pytest.raises(InvalidRequest) as refused:
+        build_tool_call_grammar(dialect, tools, choice, parallel, budget_tokens=1, **kw)
+    assert refused.value.param == "max_tokens"
+    match = re.search(r"can take (\d+);", str(refused.value))
+    assert match, refused.value
+    return int(match.group(1))
+
+
+def _calls_within(dialect: Dialect, text: str, budget: int, parallel: bool) -> list[tuple[str, Any]]:
+    leftover, calls = _parse(dialect, text)
+    assert leftover == "", (text, leftover)
+    assert 1 <= len(calls) <= (MAX_PARALLEL_CALLS if parallel else 1), text
+    for name, args in calls:
+        jsonschema.validate(args, SCHEMAS[name])
+    return calls
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids=_id)
+@pytest.mark.parametrize("parallel", [False, True], ids=["single", "parallel"])
+def test_budgeted_outputs_fit_and_are_valid_calls(
+    walker: GrammarWalker, dialect: Dialect, parallel: bool
+) -> None:
+    smallest = _smallest_budget(dialect, TOOLS, "required", parallel)
+    rng = random.Random(f"budget-{_id(dialect)}-{parallel}")
+    for budget in (smallest, smallest + 25, 300, 1200):
+        grammar = build_tool_call_grammar(dialect, TOOLS, "required", parallel, budget_tokens=budget)
+        assert walker.parses(grammar), grammar
+        longest = longest_output(grammar)
+        assert longest is not None and longest <= budget - 1  # one token is kept for end-of-sequence
+        for stop in (0.0, 0.0, 0.0, 0.1):  # 0.0: never end while the grammar allows going on
+            text = walker.random_output(grammar, rng, stop=stop)
+            assert len(text) <= budget - 1, (budget, text)
+            _calls_within(dialect, text, budget, parallel)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids=_id)
+def test_a_budget_too_small_for_any_call_is_refused_with_what_a_call_needs(dialect: Dialect) -> None:
+    smallest = _smallest_budget(dialect, TOOLS, "required", False)
+    assert build_tool_call_grammar(dialect, TOOLS, "required", False, budget_tokens=smallest)
+    with pytest.raises(InvalidRequest, match="raise max_tokens") as refused:
+        build_tool_call_grammar(dialect, TOOLS, "required", False, budget_tokens=smallest - 1)
+    assert refused.value.param == "max_tokens"
+    # a named function needs at least as much as the smallest of all
+    named = _smallest_budget(dialect, TOOLS, NAMED_BOOK, False)
+    assert named > smallest
+    with pytest.raises(InvalidRequest, match="'book_table'"):
+        build_tool_call_grammar(dialect, TOOLS, NAMED_BOOK, False, budget_tokens=named - 1)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids=_id)
+def test_functions_that_cannot_fit_are_left_out(walker: GrammarWalker, dialect: Dialect) -> None:
+    # room for a call of 'ping' (no parameters), not for the others
+    budget = _smallest_budget(dialect, TOOLS, "required", False)
+    grammar = build_tool_call_grammar(dialect, TOOLS, "required", True, budget_tokens=budget)
+    rng = random.Random(_id(dialect))
+    for _ in range(4):
+        text = walker.random_output(grammar, rng, stop=0.0)
+        assert [name for name, _ in _calls_within(dialect, text, budget, True)] == ["ping"]
+
+
+def _most_calls(grammar: str) -> int:
+    """How many calls the grammar's root allows (``call (sep m-call){0,k}``: 1 + k)."""
+    extra = re.search(r"\{0,(\d+)\}", grammar.splitlines()[0])
+    return 1 + (int(extra.group(1)) if extra else 0)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids=_id)
+def test_parallel_calls_are_as_many_as_fit_up_to_the_cap(walker: GrammarWalker, dialect: Dialect) -> None:
+    # one call when only one fits, more as the budget grows, never more than MAX_PARALLEL_CALLS
+    rng = random.Random(f"cap-{_id(dialect)}")
+    smallest = _smallest_budget(dialect, TOOLS, "required", True)
+    largest_call = _smallest_budget(dialect, TOOLS, NAMED_BOOK, True)  # book_table is the longest
+    counts = []
+    for budget in (smallest, 6 * largest_call, 20000):
+        grammar = build_tool_call_grammar(dialect, TOOLS, "required", True, budget_tokens=budget)
+        counts.append(_most_calls(grammar))
+        for _ in range(3):
+            text = walker.random_output(grammar, rng, stop=0.0, max_bytes=25000)
+            assert len(_calls_within(dialect, text, budget, True)) <= counts[-1]
+    assert counts[0] == 1 and 1 < counts[1] <= counts[2] == MAX_PARALLEL_CALLS, counts
+    assert _most_calls(build_tool_call_grammar(dialect, TOOLS, "required", False, budget_tokens=20000)) == 1
+
+
+def test_the_first_call_keeps_at_least_half_of_the_budget() -> None:
+    # with parallel calls allowed, one call may still take half of the budget: a long string argument fits
+    # (formats writing parameters as tags cap raw strings at 256 characters anyway)
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "note",
+            "parameters": {
+                "type": "object",
+                "properties": {"text": {"type": "string"}},
+                "required": ["text"],
+            },
+        },
+    }
+    for name in ("hermes", "llama3", "mistral", "deepseek-r1", "kimi-k2"):
+        grammar = build_tool_call_grammar(dialect_by_name(name), [tool], "required", True, budget_tokens=2000)
+        assert _most_calls(grammar) > 1
+        longest_first = longest_output(grammar, "call")
+        assert longest_first is not None and longest_first >= 1000, name
+
+
+def test_without_a_budget_the_grammar_is_unchanged_in_kind() -> None:
+    grammar = build_tool_call_grammar(dialect_by_name("hermes"), TOOLS, "required", True)
+    assert f"{{0,{MAX_PARALLEL_CALLS - 1}}}" in grammar.splitlines()[0]
+    with pytest.raises(InvalidRequest, match="positive integer"):
+        build_tool_call_grammar(dialect_by_name("hermes"), TOOLS, "required", True, budget_tokens=0)
+
+
+# -- markers written as the model's own tokens ----------------------------------------------------------------------
+
+_HY = ":opensource"
+MARKERS = (
+    "<tool_call>",
+    "</tool_call>",
+    "<arg_key>",
+    "</arg_key>",
+    "<arg_value>",
+    "</arg_value>",
+    *(f"<{tag}{_HY}>" for tag in ("tool_calls", "/tool_calls", "tool_call", "/tool_call", "tool_sep")),
+    *(f"<{tag}{_HY}>" for tag in ("arg_key", "/arg_key", "arg_value", "/arg_value")),
+    "<｜tool▁calls▁begin｜>",
+    "<｜tool▁calls▁end｜>",
+    "<｜tool▁call▁begin｜>",
+    "<｜tool▁call▁end｜>",
+    "<｜tool▁sep｜>",
+    "<|tool_calls_section_begin|>",
+    "<|tool_calls_section_end|>",
+    "<|tool_call_begin|>",
+    "<|tool_call_argument_begin|>",
+    "<|tool_call_end|>",
+    "[TOOL_CALLS]",
+    "[ARGS]",
+)
+MARKER_DIALECTS = [d for d in DIALECTS if d.name not in ("llama3", "generic", "qwen3-coder", "deepseek-v3.2")]
+
+
+@pytest.fixture(scope="module")
+def marker_walker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrammarWalker]:
+    """SmolLM2's vocabulary plus the families' tool-call markers as single tokens, as real vocabularies have."""
+    path = tiny_gguf.make_tiny_gguf(
+        tmp_path_factory.mktemp("markers") / "m.gguf", extra_special_tokens=MARKERS
+    )
+    w = GrammarWalker(path, markers=MARKERS)
+    yield w
+    w.close()
+
+
+@pytest.mark.parametrize("dialect", MARKER_DIALECTS, ids=_id)
+def test_markers_that_are_tokens_cost_one_token_each(marker_walker: GrammarWalker, dialect: Dialect) -> None:
+    token_of = marker_walker.marker_tokens.get
+    as_text = _smallest_budget(dialect, TOOLS, "required", True)
+    as_tokens = _smallest_budget(dialect, TOOLS, "required", True, token_of=token_of)
+    assert as_tokens < as_text
+    rng = random.Random(f"markers-{_id(dialect)}")
+    for budget in (as_tokens, as_tokens + 20, 250, 1000):
+        grammar = build_tool_call_grammar(
+            dialect, TOOLS, "required", True, budget_tokens=budget, token_of=token_of
+        )
+        assert "<[" in grammar and marker_walker.parses(grammar), grammar
+        for stop in (0.0, 0.0, 0.1):
+            text = marker_walker.random_output(grammar, rng, stop=stop)
+            # the budget is in tokens: every token but a marker carries at least one character
+            assert marker_walker.tokens <= budget - 1, (budget, marker_walker.tokens, text)
+            _calls_within(dialect, text, budget, True)

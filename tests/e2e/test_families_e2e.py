@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import openai
 import pytest
 
 from tests.e2e.conftest import Server, import_model, serve_models
@@ -322,6 +323,7 @@ ALL = pytest.mark.parametrize("served", list(FAMILIES), indirect=True)
 THINKERS = pytest.mark.parametrize("served", THINKING, indirect=True)
 
 TOOL_MAX_TOKENS = 256
+PARALLEL_MAX_TOKENS = 768
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -358,33 +360,33 @@ def test_named_tool_call_is_valid(served: Served) -> None:
     assert not choice.message.content
 
 
-# Tool-call grammars take no token budget yet (docs/reasoning-and-tools.md, "Known gaps"): with parallel calls
-# allowed (up to 8) a random model may keep adding calls until max_tokens cuts one off; the cut-off call then comes
-# back with arguments that fail its schema and finish_reason "length". Which families hit it depends on the format
-# (how many tokens a call takes, how likely the random weights pick the end over another call) and on thinking
-# taking half of max_tokens first (Qwen3).
-_NO_TOOL_BUDGET = pytest.mark.xfail(
-    strict=True,
-    reason="tool-call grammars have no token budget: parallel calls run past max_tokens (chat/tool_grammars.py)",
-)
-
-
-@pytest.mark.parametrize(
-    "served",
-    [
-        pytest.param(name, marks=_NO_TOOL_BUDGET if name in {"qwen3", "hunyuan-hy3"} else ())
-        for name in FAMILIES
-    ],
-    indirect=True,
-)
-def test_parallel_tool_calls_are_valid_and_complete(served: Served) -> None:
-    resp = served.create(tools=TOOLS, tool_choice="required", max_tokens=TOOL_MAX_TOKENS, seed=15)
+# Parallel calls allowed (the default). The grammar fits the whole answer into what max_tokens leaves after any
+# thinking (chat/tool_grammars.py): at 256 tokens that is room for one call, at 768 for several, and a random model
+# adds calls until it picks the end or the grammar allows no more. Either way every call is complete and valid.
+@ALL
+@pytest.mark.parametrize("max_tokens", [TOOL_MAX_TOKENS, PARALLEL_MAX_TOKENS])
+def test_parallel_tool_calls_are_valid_and_complete(served: Served, max_tokens: int) -> None:
+    resp = served.create(tools=TOOLS, tool_choice="required", max_tokens=max_tokens, seed=15)
     (choice,) = resp.choices
     assert choice.finish_reason == "tool_calls", (choice, resp.usage)
     assert choice.message.tool_calls
     for call in choice.message.tool_calls:
         check_call(call.function.name, call.function.arguments, set(SCHEMAS))
     assert not choice.message.content
+    assert resp.usage.completion_tokens < max_tokens
+
+
+@ALL
+def test_max_tokens_too_small_for_a_tool_call_is_refused(served: Served) -> None:
+    # a forced call that cannot be complete within max_tokens is a clear 400, not an answer cut off mid-call
+    with pytest.raises(openai.BadRequestError) as bad:
+        served.create(
+            tools=TOOLS,
+            tool_choice={"type": "function", "function": {"name": "convert_currency"}},
+            max_tokens=12,
+        )
+    assert bad.value.param == "max_tokens"
+    assert "does not fit in" in bad.value.message and "raise max_tokens" in bad.value.message
 
 
 @ALL

@@ -1,9 +1,11 @@
 """The longest output of a llama.cpp GBNF grammar, in characters, read from the grammar's text.
 
 Owns: parsing GBNF text (one rule per line, ``name ::= body``: literals with llama.cpp's escapes, character
-classes, ``.``, rule references, groups, ``|`` and the ``? * + {m} {m,} {m,n}`` repetitions) far enough to
-measure it. The tool-call grammars use it to check that every call fits its share of the token budget, and the
-whole grammar fits the budget, without knowing how the JSON-schema compiler built its rules.
+classes, ``.``, token elements ``<[id]>`` / ``<text>`` / ``!<…>``, rule references, groups, ``|`` and the
+``? * + {m} {m,} {m,n}`` repetitions) far enough to measure it. A token element counts as one unit (it is one
+token, whatever its text), so with tokens in it the result is in units: characters, and one per such token.
+The tool-call grammars use it to check that every call fits its share of the token budget, and the whole
+grammar fits the budget, without knowing how the JSON-schema compiler built its rules.
 Must not know: JSON Schema, tool-call formats, budgets.
 """
 
@@ -124,6 +126,12 @@ def _atom(r: _Reader) -> _Expr | None:
     if c == ".":
         r.pos += 1
         return ("lit", 1)
+    if c == "<" or (c == "!" and r.text.startswith("<", r.pos + 1)):
+        end = r.text.find(">", r.pos)
+        if end < 0:
+            raise r.fail("an unterminated token")
+        r.pos = end + 1
+        return ("lit", 1)  # one token (<[id]>, <text>, or !<…>: any token but that one)
     if c == "(":
         r.pos += 1
         inner = _alternatives(r)
@@ -175,8 +183,8 @@ def parse(text: str) -> dict[str, _Expr]:
 
 
 def longest_output(text: str, root: str = "root") -> int | None:
-    """The most characters any output of rule ``root`` can have (None: unbounded, e.g. through ``*`` or a
-    cycle of rules). Raises ``GbnfSyntaxError`` for text it cannot read or a reference to an undefined rule."""
+    """The most characters (one per token element) any output of rule ``root`` can have (None: unbounded, e.g.
+    through ``*`` or a cycle of rules). Raises ``GbnfSyntaxError`` for text it cannot read or a reference to an undefined rule."""
     rules = parse(text)
     memo: dict[str, int | None] = {}
     active: set[str] = set()

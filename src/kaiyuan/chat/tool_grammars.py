@@ -29,6 +29,7 @@ values do not fit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable
@@ -183,11 +184,14 @@ def build_tool_call_grammar(
                 f"the token budget must be a positive integer, got {budget_tokens!r}", param="max_tokens"
             )
         tightest = {f.index: calls.tightest(f) for f in functions}
-        layout = fmt.layout(dialect.variant, parallel)
-        plan = _plan(functions, tightest, layout, spell, budget_tokens, parallel)
-        if parallel and not plan.extras:  # one call after all: the single-call layout may be shorter
-            layout = fmt.layout(dialect.variant, False)
-            plan = _plan(functions, tightest, layout, spell, budget_tokens, False)
+        layout = fmt.layout(dialect.variant, False)
+        plan = _plan(functions, tightest, layout, spell, budget_tokens, False)
+        if parallel:  # the parallel layout, where it leaves room for more than one call (generic's is longer)
+            with contextlib.suppress(InvalidRequest):
+                parallel_layout = fmt.layout(dialect.variant, True)
+                parallel_plan = _plan(functions, tightest, parallel_layout, spell, budget_tokens, True)
+                if parallel_plan.extras:
+                    layout, plan = parallel_layout, parallel_plan
         first = _budgeted_alternatives(grammar, calls, functions, tightest, plan.first, "")
         more = (
             _budgeted_alternatives(grammar, calls, functions, tightest, plan.extra, "m-")
