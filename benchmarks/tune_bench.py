@@ -110,6 +110,9 @@ def trainer_child(data: str, out: str, steps: str, batch: str, seq_len: str, thr
     gguf_file = next(folder.glob("*.gguf")).name
     tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
     model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype=torch.float32)
+    # The GGUF weights are dequantized to float32; drop the "quantized" marker so Trainer accepts the model.
+    model.is_quantized = False
+    model.hf_quantizer = None
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=targets))
     rows = []
@@ -140,7 +143,7 @@ def trainer_child(data: str, out: str, steps: str, batch: str, seq_len: str, thr
             max_steps=int(steps),
             learning_rate=2e-4,
             lr_scheduler_type="cosine",
-            warmup_ratio=0.05,
+            warmup_steps=max(1, int(0.05 * int(steps))),
             logging_steps=1000,
             save_strategy="no",
             report_to=[],

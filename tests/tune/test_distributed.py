@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -29,12 +30,19 @@ def test_torchrun_two_processes_make_one_run(kaiyuan_home: Path, tmp_path: Path)
         encoding="utf-8",
     )  # fmt: skip
     env = {**os.environ, "KAIYUAN_HOME": str(kaiyuan_home), "KAIYUAN_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "kaiyuan", "tune", "smollm2", "--data", str(data), "--name", "ddp", "--max-steps", "3",
          "--seq-len", "64", "--batch", "2", "--eval-split", "0", "--threads", "1", "--log-every", "1"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=1500,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path, start_new_session=True,
     )  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=540)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers: nothing is left behind
+        proc.communicate()
+        raise
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     runs = list((kaiyuan_home / "runs").iterdir())
     assert len(runs) == 1
