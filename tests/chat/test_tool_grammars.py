@@ -174,7 +174,7 @@ def _smallest_budget(dialect: Dialect, tools: list[Any], choice: Any, parallel: 
     with pytest.raises(InvalidRequest) as refused:
         build_tool_call_grammar(dialect, tools, choice, parallel, budget_tokens=1, **kw)
     assert refused.value.param == "max_tokens"
-    match = re.search(r"can take (\d+);", str(refused.value))
+    match = re.search(r"needs (\d+);", str(refused.value))
     assert match, refused.value
     return int(match.group(1))
 

@@ -12,19 +12,20 @@ schema order, optional ones optionally. Such a string parameter is written raw, 
 ``enum``/``const``/``maxLength``/``minLength`` (other string keywords raise ``UnsupportedFeature``); raw strings
 are capped at 256 characters unless ``maxLength`` says otherwise, and never contain ``<``.
 
-The budget (``budget_tokens``): the longest output the grammar allows has at most ``budget_tokens - 1``
-characters, the rule of the JSON-schema compiler (every token carries at least one character; one token is kept
-for end-of-sequence), so a generation under the grammar ends with a complete call, never cut off by
-``max_tokens``. The whole output is counted: the section markers, each call's fixed markup (wrappers, name,
-keys), its arguments, separators and the number of calls. Each function's *tightest* call (shortest strings,
-no optional parameters, compact JSON) must fit, or the function is left out; if no function fits,
-``InvalidRequest`` (param ``max_tokens``) says how many tokens a call needs. The first call gets the room, less
-what further parallel calls take: each further call gets room for twice the largest tightest call, and there
-are further calls only while the first keeps at least half of the budget (at most
-:data:`MAX_PARALLEL_CALLS` calls in all). Within a call, JSON arguments are fitted by the schema compiler;
-tag formats share the call's room among parameters (each gets at least its tightest value, and no more than
-its schema allows, the rest evenly), dropping optional parameters from the last when even their tightest
-values do not fit.
+The budget (``budget_tokens``): the longest output the grammar allows has at most ``budget_tokens - 1`` units,
+the rule of the JSON-schema compiler (every token carries at least one character; one token is kept for
+end-of-sequence), so a generation under the grammar ends with a complete call, never cut off by ``max_tokens``.
+A unit is a character, except that a marker the model's vocabulary has as one token (``<tool_call>``,
+``<｜tool▁sep｜>``, ``[TOOL_CALLS]``; the caller says which through ``token_of``) is written as that token and
+counts one. The whole output is counted: the section markers, each call's fixed markup (wrappers, name, keys),
+its arguments, separators and the number of calls. Each function's *tightest* call (empty strings, no optional
+parameters, compact JSON) must fit, or the function is left out; if no function fits, ``InvalidRequest``
+(param ``max_tokens``) says how many tokens a call needs. The first call gets the room, less what further
+parallel calls take: each further call gets room for twice the largest tightest call, and there are further
+calls only while the first keeps at least half of the room (at most :data:`MAX_PARALLEL_CALLS` calls in all).
+Within a call, JSON arguments are fitted by the schema compiler; tag formats share the call's room among
+parameters (each gets at least its tightest value and at most its longest, the rest evenly), dropping optional
+parameters from the last when even their tightest values do not fit.
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ def build_tool_call_grammar(
     grammar = _Grammar()
     if budget_tokens is None:
         layout = fmt.layout(dialect.variant, parallel)
-        first = _alternatives(grammar, "call", [(f, calls.write(grammar, f, None, "")) for f in functions])
+        first = _alternatives(grammar, "call", [calls.write(grammar, f, None, "") for f in functions])
         more = first
         extras = MAX_PARALLEL_CALLS - 1 if parallel else 0
     else:
@@ -208,11 +209,7 @@ def build_tool_call_grammar(
         parts.append(spell(layout.end)[0])
     text = grammar.text(" ".join(parts))
     if budget_tokens is not None:
-        longest = longest_output(text)
-        if (
-            longest is None or longest > budget_tokens - 1
-        ):  # pragma: no cover - the plan makes this impossible
-            raise RuntimeError(f"internal error: a tool-call grammar of {longest} units for {budget_tokens}")
+        _check_fits(text, budget_tokens)
     return text
 
 
@@ -263,6 +260,15 @@ def _chosen_functions(tools: list[dict[str, Any]], tool_choice: str | dict[str, 
 # -- the budget ---------------------------------------------------------------------------------------------------
 
 
+def _check_fits(text: str, budget_tokens: int) -> None:
+    """The plan makes every output fit; measuring the finished grammar keeps that promise checked."""
+    longest = longest_output(text)
+    if longest is None or longest > budget_tokens - 1:  # pragma: no cover - a bug in the plan
+        raise RuntimeError(
+            f"internal error: a tool-call grammar of {longest} units for {budget_tokens} tokens"
+        )
+
+
 @dataclass(frozen=True)
 class _Layout:
     """How a format strings its calls together: ``begin call (sep call)* end``."""
@@ -274,8 +280,8 @@ class _Layout:
 
 @dataclass(frozen=True)
 class _Plan:
-    first: int  # characters for the first call
-    extra: int  # characters for each further call
+    first: int  # units for the first call
+    extra: int  # units for each further call
     extras: int  # how many further calls
 
 
@@ -293,9 +299,9 @@ def _plan(
         smallest = min(functions, key=lambda f: tightest[f.index])
         need = budget_tokens - room + tightest[smallest.index]
         raise InvalidRequest(
-            f"a complete tool call does not fit in {budget_tokens} tokens: the shortest call "
-            f"({smallest.name!r}, in this model's format) can take {need}; raise max_tokens (the answer gets "
-            "max_tokens less the thinking budget when the model thinks)",
+            f"a complete tool call does not fit in {budget_tokens} tokens: the shortest ({smallest.name!r}, in "
+            f"this model's format) needs {need}; raise max_tokens (when the model thinks, the call gets what "
+            "is left after the thinking budget)",
             param="max_tokens",
         )
     if not parallel:
@@ -315,12 +321,12 @@ def _budgeted_alternatives(
     chars: int,
     tier: str,
 ) -> str:
-    written = [(f, calls.write(grammar, f, chars, tier)) for f in functions if tightest[f.index] <= chars]
+    written = [calls.write(grammar, f, chars, tier) for f in functions if tightest[f.index] <= chars]
     return _alternatives(grammar, f"{tier}call", written)
 
 
-def _alternatives(grammar: _Grammar, name: str, written: list[tuple[_Function, str | None]]) -> str:
-    rules = [rule for _, rule in written if rule is not None]
+def _alternatives(grammar: _Grammar, name: str, written: list[str | None]) -> str:
+    rules = [rule for rule in written if rule is not None]
     if not rules:  # pragma: no cover - a function whose tightest call fits is always written
         raise RuntimeError("internal error: no tool call fits the planned room")
     return grammar.add(name, " | ".join(rules))
@@ -355,11 +361,11 @@ class _Calls(Protocol):
     """Writes the calls of one format."""
 
     def tightest(self, f: _Function) -> int:
-        """Characters of ``f``'s longest call at its tightest (what it needs at least)."""
+        """Units of ``f``'s longest call at its tightest (what it needs at least)."""
 
     def write(self, grammar: _Grammar, f: _Function, chars: int | None, tier: str) -> str | None:
-        """The rule of one call of ``f`` whose every output has at most ``chars`` characters (None: no
-        budget), its rules named with ``tier`` first; None when it cannot fit."""
+        """The rule of one call of ``f`` whose every output has at most ``chars`` units (None: no budget),
+        its rules named with ``tier`` first; None when it cannot fit."""
 
 
 @dataclass(frozen=True)
