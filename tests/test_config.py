@@ -40,7 +40,11 @@ def test_cors_origins_from_comma_list(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("env_name", "value", "needle"),
-    [("KAIYUAN_PORT", "eighty", "port"), ("KAIYUAN_PARALLEL", "0", "parallel"), ("KAIYUAN_FLASH_ATTN", "maybe", "flash_attn")],
+    [
+        ("KAIYUAN_PORT", "eighty", "port"),
+        ("KAIYUAN_PARALLEL", "0", "parallel"),
+        ("KAIYUAN_FLASH_ATTN", "maybe", "flash_attn"),
+    ],
 )
 def test_bad_values_name_the_setting(tmp_path: Path, env_name: str, value: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):

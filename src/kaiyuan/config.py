@@ -67,7 +67,9 @@ class Settings:
     reasoning_field: str = "reasoning_content"  # name of the reasoning field in OpenAI responses
     log_level: str = "WARNING"  # logging level name
     hf_endpoint: str = "https://huggingface.co"  # Hugging Face hub endpoint
-    hf_token: str | None = field(default=None, repr=False)  # Hugging Face access token for pulls; None = anonymous
+    hf_token: str | None = field(
+        default=None, repr=False
+    )  # Hugging Face access token for pulls; None = anonymous
     modelscope_endpoint: str = "https://www.modelscope.cn"  # ModelScope hub endpoint
     ollama_registry: str = "https://registry.ollama.ai"  # Ollama registry endpoint
     policy: dict[str, Any] = field(default_factory=dict)  # raw [policy] table of kaiyuan.toml
@@ -127,7 +129,9 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if result < (0 if name == "port" else 1):
                 raise ValueError(value)
         elif kind is list:
-            result = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value)
+            result = (
+                [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value)
+            )
         else:
             result = str(value)
     except (TypeError, ValueError) as exc:
@@ -149,7 +153,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def load_settings(env: dict[str, str] | None = None, **flags: Any) -> Settings:
     """Resolve settings from defaults, kaiyuan.toml, the environment and CLI ``flags`` (None = not given)."""
     env = dict(os.environ) if env is None else env
-    home = Path(flags.pop("home", None) or env.get(_ENV_PREFIX + "HOME") or Path.home() / ".kaiyuan").expanduser()
+    home = Path(
+        flags.pop("home", None) or env.get(_ENV_PREFIX + "HOME") or Path.home() / ".kaiyuan"
+    ).expanduser()
     settings = Settings(home=home)
     values: dict[str, Any] = {}
 

@@ -127,7 +127,9 @@ class ModelNotFound(KaiyuanError):
     code = "model_not_found"
     error_type = "invalid_request_error"
 
-    def __init__(self, message: str, *, suggestions: list[str] | None = None, param: str | None = "model") -> None:
+    def __init__(
+        self, message: str, *, suggestions: list[str] | None = None, param: str | None = "model"
+    ) -> None:
         super().__init__(message, param=param)
         self.suggestions = list(suggestions or [])
 

@@ -78,10 +78,16 @@ class ChatRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     n: int = 1
     stream: bool = False
-    tools: list[dict[str, Any]] = field(default_factory=list)  # OpenAI tool objects {"type":"function","function":{...}}
-    tool_choice: str | dict[str, Any] | None = None  # "none" | "auto" | "required" | {"type":"function","function":{"name":..}}
+    tools: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # OpenAI tool objects {"type":"function","function":{...}}
+    tool_choice: str | dict[str, Any] | None = (
+        None  # "none" | "auto" | "required" | {"type":"function","function":{"name":..}}
+    )
     parallel_tool_calls: bool = True
-    response_format: dict[str, Any] | None = None  # {"type": "text"|"json_object"|"json_schema", "json_schema": {...}}
+    response_format: dict[str, Any] | None = (
+        None  # {"type": "text"|"json_object"|"json_schema", "json_schema": {...}}
+    )
     reasoning_effort: str | None = None  # low | medium | high
     max_reasoning_tokens: int | None = None  # thinking budget (tokens); None: model setting or unlimited
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # extra variables for the template

@@ -374,7 +374,8 @@ def test_default_system_applies_only_when_the_request_has_none(model_factory) ->
     model.default_system = "Answer in French."
     complete_chat_sync(model, chat("Hi"))
     own = ChatRequest(
-        model="fake", messages=[Message(role="system", content="Answer in Welsh."), Message(role="user", content="Hi")]
+        model="fake",
+        messages=[Message(role="system", content="Answer in Welsh."), Message(role="user", content="Hi")],
     )
     complete_chat_sync(model, own)
     first, second = (model.engine.detokenize(r.prompt) for r in model.engine.requests)
@@ -387,6 +388,8 @@ def test_structured_answer_after_thinking_gets_half_of_max_tokens(model_factory)
     fmt = {"type": "json_object"}
     complete_chat_sync(model, chat(response_format=fmt, sampling=SamplingParams(max_tokens=100)))
     complete_chat_sync(model, chat(response_format=fmt))
-    complete_chat_sync(model, chat(response_format=fmt, max_reasoning_tokens=10, sampling=SamplingParams(max_tokens=100)))
+    complete_chat_sync(
+        model, chat(response_format=fmt, max_reasoning_tokens=10, sampling=SamplingParams(max_tokens=100))
+    )
     budgets = [r.think_budget.max_tokens if r.think_budget else None for r in model.engine.requests]
     assert budgets == [50, None, 10]

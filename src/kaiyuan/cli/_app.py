@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
-import sys
 from typing import Any
 
 import click
@@ -15,7 +15,7 @@ __all__ = ["cli", "main"]
 
 # command name -> "module:attribute" (a click.Command). Keep sorted by name; the help lists them in this order.
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "copy": ("kaiyuan.cli.models", "copy_command", ),
+    "copy": ("kaiyuan.cli.models", "copy_command"),
     "export": ("kaiyuan.cli.export", "export_command"),
     "import": ("kaiyuan.cli.models", "import_command"),
     "license": ("kaiyuan.cli.license", "license_group"),
@@ -58,8 +58,6 @@ class _LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in _COMMANDS or not self._available(cmd_name):
             return None
-        if ctx.resilient_parsing and ctx.info_name and "--help" in sys.argv[1:2]:
-            pass
         module_name, attr = _COMMANDS[cmd_name]
         command = getattr(importlib.import_module(module_name), attr)
         assert isinstance(command, click.Command)
@@ -72,7 +70,9 @@ class _LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, "--version", prog_name="kaiyuan")
 @click.option("--verbose", "-v", is_flag=True, help="Log debug information to stderr.")
 def cli(verbose: bool) -> None:

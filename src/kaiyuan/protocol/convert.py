@@ -80,7 +80,9 @@ def _log_ignored(req: Any) -> None:
     options = getattr(req, "stream_options", None)
     if options is not None and options.include_obfuscation and "include_obfuscation" not in _logged_ignored:
         _logged_ignored.add("include_obfuscation")
-        log.info("accepting 'stream_options.include_obfuscation' but kaiyuan does not obfuscate (logged once)")
+        log.info(
+            "accepting 'stream_options.include_obfuscation' but kaiyuan does not obfuscate (logged once)"
+        )
 
 
 class NativeChoice(Protocol):

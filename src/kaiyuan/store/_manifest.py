@@ -101,7 +101,9 @@ class Manifest:
     adapters: list[BlobRef] = field(default_factory=list)  # LoRA GGUFs applied on top of ``blob``
     source: str = ""  # where the model came from
     system: str | None = None  # default system message when a request has none (an Ollama Modelfile's SYSTEM)
-    parameters_defaults: dict[str, Any] = field(default_factory=dict)  # default sampling options (Ollama params)
+    parameters_defaults: dict[str, Any] = field(
+        default_factory=dict
+    )  # default sampling options (Ollama params)
     created: str = field(default_factory=now_iso)  # ISO 8601, UTC
     schema_version: int = SCHEMA_VERSION
     blobs_dir: Path | None = field(default=None, compare=False, repr=False)
