@@ -12,6 +12,11 @@ fi
 
 python3 -m pip install -q -e '.[test,tune]'
 
+# Lint and types first: cheap, and a failure here is a failure of the run.
+python3 -m ruff check src tests benchmarks
+python3 -m ruff format --check src tests benchmarks
+python3 -m mypy
+
 set +e
 python3 -m pytest "$@"
 rc=$?
