@@ -14,6 +14,7 @@ def test_all_is_sorted_and_complete(module: str) -> None:
     import importlib
 
     mod = importlib.import_module(module)
+
     # isort-style order, as ruff's RUF022 keeps it: CONSTANTS, then Classes, then functions
     def kind(name: str) -> tuple[int, str]:
         return (0 if name.isupper() else 1 if name[0].isupper() else 2, name)
