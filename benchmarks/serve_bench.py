@@ -34,6 +34,7 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -428,6 +429,11 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # unwinds like Ctrl-C, so the servers' process groups are stopped on the way out
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     s = settings_from(args)
@@ -520,4 +526,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     sys.exit(main())
