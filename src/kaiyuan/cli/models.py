@@ -287,24 +287,10 @@ def _progress_bar(label: str, total: int) -> Iterator[Any]:
         yield None
         return
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
 
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
+    from kaiyuan.cli._progress import byte_progress
+
+    progress = byte_progress(Console(stderr=True), transient=True)
     task = progress.add_task(label, total=total)
     with progress:
 

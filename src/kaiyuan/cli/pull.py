@@ -59,23 +59,9 @@ class _Display:
 
     def _bar(self) -> Any:
         if self.progress is None:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
+            from kaiyuan.cli._progress import byte_progress
 
-            self.progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
-            )
+            self.progress = byte_progress(self.console)
             self.progress.start()
         return self.progress
 
