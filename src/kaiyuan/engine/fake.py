@@ -20,7 +20,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kaiyuan.engine._admission import check_request, generation_limit
 from kaiyuan.engine._handle import GenerationHandle
@@ -177,17 +177,12 @@ class FakeEngine:
 
     def stats(self) -> EngineStats:
         with self._cond:
-            s = self._stats
-            return EngineStats(
+            return replace(
+                self._stats,
                 running=len(self._running),
                 waiting=len(self._waiting),
                 slots=self._slots,
                 kv_used_cells=sum(len(j.request.prompt) + len(j.produced) for j in self._running),
-                kv_total_cells=s.kv_total_cells,
-                prefix_cache_hits=s.prefix_cache_hits,
-                prefix_cache_tokens=s.prefix_cache_tokens,
-                prompt_tokens=s.prompt_tokens,
-                generated_tokens=s.generated_tokens,
             )
 
     def close(self) -> None:

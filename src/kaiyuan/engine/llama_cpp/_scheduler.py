@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from llama_cpp import llama_cpp as lib
@@ -114,17 +114,12 @@ class Scheduler:
 
     def stats(self) -> EngineStats:
         with self._cond:
-            s = self._stats
-            return EngineStats(
+            return replace(
+                self._stats,
                 running=len(self._running),
                 waiting=len(self._waiting),
                 slots=self.n_parallel,
                 kv_used_cells=sum(len(slot.tokens) for slot in self.cache.slots),
-                kv_total_cells=s.kv_total_cells,
-                prefix_cache_hits=s.prefix_cache_hits,
-                prefix_cache_tokens=s.prefix_cache_tokens,
-                prompt_tokens=s.prompt_tokens,
-                generated_tokens=s.generated_tokens,
             )
 
     def close(self) -> None:
