@@ -20,9 +20,9 @@ import logging
 import struct
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from kaiyuan.errors import InvalidRequest, KaiyuanError, UnsupportedFeature
 from kaiyuan.protocol import openai as oa
@@ -50,12 +50,15 @@ __all__ = [
     "embedding_response",
     "error_response",
     "flatten_text",
+    "logprob_entries",
     "model_object",
     "native_tool_calls",
     "new_id",
     "sampling_from",
     "usage_to_openai",
 ]
+
+_E = TypeVar("_E")
 
 log = logging.getLogger(__name__)
 
@@ -297,18 +300,26 @@ def _native_message(m: Any, param: str) -> Message:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _logprobs_out(items: Sequence[TokenLogprob]) -> list[oa.TokenLogprob]:
+def logprob_entries(
+    items: Sequence[TokenLogprob], entry: Callable[..., _E], top: Callable[..., Any]
+) -> list[_E]:
+    """Native logprobs as wire objects: both APIs use the same fields (token, logprob, bytes, top_logprobs of
+    token/logprob/bytes); only the model classes differ."""
     return [
-        oa.TokenLogprob(
+        entry(
             token=lp.token,
             logprob=lp.logprob,
             bytes=lp.bytes if lp.bytes is not None else list(lp.token.encode("utf-8")),
             top_logprobs=[
-                oa.TopLogprob(token=tok, logprob=val, bytes=list(tok.encode("utf-8"))) for tok, val in lp.top
+                top(token=tok, logprob=val, bytes=list(tok.encode("utf-8"))) for tok, val in lp.top
             ],
         )
         for lp in items
     ]
+
+
+def _logprobs_out(items: Sequence[TokenLogprob]) -> list[oa.TokenLogprob]:
+    return logprob_entries(items, oa.TokenLogprob, oa.TopLogprob)
 
 
 def _tool_calls_out(calls: Sequence[ToolCall]) -> list[oa.ToolCall]:

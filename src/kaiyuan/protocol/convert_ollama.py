@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from kaiyuan.errors import InvalidRequest, UnsupportedFeature
 from kaiyuan.protocol import ollama as ol
-from kaiyuan.protocol.convert import NativeChoice
+from kaiyuan.protocol.convert import NativeChoice, logprob_entries
 from kaiyuan.types import (
     ChatRequest,
     Chunk,
@@ -444,17 +444,7 @@ def _tool_calls_out(calls: Sequence[ToolCall], first_index: int = 0) -> list[ol.
 
 
 def _logprobs_out(items: Sequence[TokenLogprob]) -> list[ol.Logprob]:
-    return [
-        ol.Logprob(
-            token=lp.token,
-            logprob=lp.logprob,
-            bytes=lp.bytes if lp.bytes is not None else list(lp.token.encode("utf-8")),
-            top_logprobs=[
-                ol.TopLogprob(token=tok, logprob=val, bytes=list(tok.encode("utf-8"))) for tok, val in lp.top
-            ],
-        )
-        for lp in items
-    ]
+    return logprob_entries(items, ol.Logprob, ol.TopLogprob)
 
 
 @dataclass
