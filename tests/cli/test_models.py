@@ -215,3 +215,28 @@ def test_ctrl_c_during_import_leaves_nothing(kaiyuan_home: Path) -> None:
     assert proc.returncode == 130, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert snapshot(kaiyuan_home) == before
+
+
+def test_import_a_lora_adapter_on_a_base(tmp_path: Path) -> None:
+    from tests.fixtures.lora_gguf import random_lora
+
+    lora = random_lora(smollm2_path(), tmp_path / "support-lora.gguf")
+    plain = kaiyuan("import", str(lora), "--name", "nope")
+    assert plain.returncode == 1 and "--base" in plain.stderr and "Traceback" not in plain.stderr
+
+    proc = kaiyuan("import", str(lora), "--base", "smollm2", "--name", "smollm2-support")
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(kaiyuan("show", "smollm2-support", "--json").stdout)
+    base = json.loads(kaiyuan("show", "smollm2", "--json").stdout)
+    assert shown["base"] == "smollm2:135m" and len(shown["adapters"]) == 1
+    assert shown["lineage"]["relation"] == "adapter"
+    assert shown["lineage"]["base_models"][0]["name"] == "smollm2:135m"
+    assert (
+        shown["license"]["inherited"] is True
+        and shown["license"]["id"] == base["license"]["id"] == "apache-2.0"
+    )
+
+    not_an_adapter = kaiyuan("import", smollm2_path(), "--base", "smollm2", "--name", "x")
+    assert not_an_adapter.returncode == 1 and "not a LoRA adapter" in not_an_adapter.stderr
+    missing_base = kaiyuan("import", str(lora), "--base", "no-such-model", "--name", "y")
+    assert missing_base.returncode == 1 and "no-such-model" in missing_base.stderr

@@ -92,6 +92,39 @@ def test_least_recently_used_model_is_unloaded_beyond_max_loaded(fake_server) ->
     assert models.loads[-1] == "b:1"
 
 
+def test_adapter_models_share_their_base_engine_and_count_once(
+    store_server, kaiyuan_home, tmp_path, tiny_gguf_factory
+) -> None:
+    from kaiyuan.license import derivative
+    from kaiyuan.store import ModelStore
+    from tests.fixtures.lora_gguf import random_lora
+    from tests.fixtures.tiny_gguf import smollm2_path
+
+    store = ModelStore(kaiyuan_home)
+    record = derivative("tuned", [store.resolve("smollm2").parent_ref()], "adapter")
+    lora = random_lora(smollm2_path(), tmp_path / "lora.gguf")
+    store.add_adapter_model("tuned", "smollm2", lora, lineage=record["lineage"], license=record["license"])
+    store.import_gguf(tiny_gguf_factory(license={"id": "mit"}), "other")
+    app, engines = store_server(settings={"max_loaded": 1})
+
+    for name in ("smollm2", "tuned"):
+        assert run(post(app, "/v1/chat/completions", chat(name))).status_code == 200
+    assert len(engines) == 1  # the adapter model runs on the base's engine ...
+    assert [r.adapters for r in engines[0].requests] == [(), (str(lora_file(store, "tuned")),)]
+    names = sorted(e["name"] for e in run(get(app, "/kaiyuan/ps")).json()["models"])
+    assert names == ["smollm2:135m", "tuned:latest"]  # ... so both fit in --max-loaded 1
+
+    assert run(post(app, "/v1/chat/completions", chat("other"))).status_code == 200
+    assert [e["name"] for e in run(get(app, "/kaiyuan/ps")).json()["models"]] == ["other:latest"]
+    with pytest.raises(EngineError, match="closed"):  # base and adapter unloaded together, engine closed
+        engines[0].submit(GenerationRequest(prompt=[1]))
+
+
+def lora_file(store, name: str):
+    (path,) = store.resolve(name).adapter_paths
+    return path
+
+
 def test_a_model_in_use_is_not_closed_under_its_request(fake_server) -> None:
     specs = {
         "slow:1": (["t"] * 40, None, {"delay": 0.01}),

@@ -24,6 +24,30 @@ def test_packing_fills_rows_without_crossing_examples() -> None:
     assert len(rows) < len(examples)
 
 
+def test_packing_is_best_fit_so_rows_come_out_full() -> None:
+    # in file order, greedy filling needs 4 rows of 10 here ([6], [5,4], [7,2], [3,...]); best fit needs 3 full ones
+    lengths = [6, 5, 4, 7, 2, 3, 1, 2]
+    examples = [_example(n, 100 * i) for i, n in enumerate(lengths)]
+    rows = rows_from_examples(examples, seq_len=10, packing=True, seed=0)
+    assert sorted(len(r.input_ids) for r in rows) == [10, 10, 10]
+    assert sorted(rows_from_examples(examples, 10, packing=True, seed=1)[0].input_ids) == sorted(
+        rows[0].input_ids
+    )
+
+
+def test_packing_ties_mix_by_seed_and_never_split_an_example() -> None:
+    examples = [_example(4, 100 * i) for i in range(12)]
+    by_seed = [rows_from_examples(examples, 8, packing=True, seed=s) for s in (0, 1)]
+    for rows in by_seed:
+        assert len(rows) == 6
+        for row in rows:  # each example lies whole in one row
+            assert {t // 100 for t in row.input_ids[:4]} != {t // 100 for t in row.input_ids[4:]}
+    assert [r.input_ids for r in by_seed[0]] != [r.input_ids for r in by_seed[1]]
+    assert [r.input_ids for r in by_seed[0]] == [
+        r.input_ids for r in rows_from_examples(examples, 8, packing=True, seed=0)
+    ]
+
+
 def test_unpacked_rows_and_padding() -> None:
     rows = rows_from_examples([_example(3, 0), _example(5, 10)], seq_len=16, packing=False)
     batch = pad_batch(rows, pad_id=-7)

@@ -58,18 +58,28 @@ def test_packed_rows_give_the_unpacked_loss() -> None:
     with torch.no_grad():
         total, count = 0.0, 0
         for row in rows_from_examples(examples, 64, packing=False):
-            loss, n = batch_loss(model, _tensors(pad_batch([row], 0), "cpu", packing=False))
+            loss, n = batch_loss(model, _tensors(pad_batch([row], 0), "cpu"))
             total, count = total + float(loss), count + n
         packed_rows = rows_from_examples(examples, 64, packing=True, seed=3)
         assert len(packed_rows) == 1
-        ploss, pcount = batch_loss(model, _tensors(pad_batch(packed_rows, 0), "cpu", packing=True))
+        ploss, pcount = batch_loss(model, _tensors(pad_batch(packed_rows, 0), "cpu"))
         padded_loss, padded_count = batch_loss(
             model,
-            _tensors(pad_batch(rows_from_examples(examples, 64, packing=False), 0), "cpu", packing=False),
+            _tensors(pad_batch(rows_from_examples(examples, 64, packing=False), 0), "cpu"),
         )
     assert pcount == count == padded_count == sum(e.trained_tokens for e in examples)
     assert float(ploss) == pytest.approx(total, rel=1e-5)
     assert float(padded_loss) == pytest.approx(total, rel=1e-5)
+
+
+def test_the_block_mask_is_used_only_when_a_row_holds_several_examples() -> None:
+    needs_tune()
+    examples = _examples()
+    one_each = _tensors(pad_batch(rows_from_examples(examples[:1], 64, packing=True), 0), "cpu")
+    assert one_each["attention_mask"] is None  # SDPA keeps its fast causal path
+    packed = _tensors(pad_batch(rows_from_examples(examples, 64, packing=True), 0), "cpu")
+    n = len(packed["input_ids"][0])
+    assert tuple(packed["attention_mask"].shape) == (1, 1, n, n)
 
 
 class _Reporter:

@@ -310,21 +310,57 @@ def _progress_bar(label: str, total: int) -> Iterator[Any]:
     help="Hard-link the file into the store instead of copying it (same filesystem only; editing the original "
     "then changes the stored model).",
 )
-def import_command(file: Path, name: str | None, force: bool, link: bool) -> None:
+@click.option(
+    "--base",
+    metavar="BASE",
+    help="FILE is a GGUF LoRA adapter: register it as a model that is BASE plus this adapter (served on BASE's "
+    "engine; lineage and license terms inherited from BASE).",
+)
+def import_command(file: Path, name: str | None, force: bool, link: bool, base: str | None) -> None:
     """Add a local GGUF file to the model store.
 
     The file is checked (header, metadata, tensor table) before anything is stored, copied while its SHA-256
     is computed, and registered under NAME[:TAG] (tag "latest" when omitted).
+
+    \b
+    Examples:
+      kaiyuan import ./qwen2.5-0.5b-instruct-q4_k_m.gguf --name qwen2.5:0.5b
+      kaiyuan import ./support-lora.gguf --base smollm2 --name smollm2-support
     """
     store = _store()
     model = name or _default_name(file)
     size = file.stat().st_size if file.is_file() else 0
     with _progress_bar(f"importing {file.name}", size) as progress:
-        manifest = store.import_gguf(file, model, progress=progress, overwrite=force, link=link)
+        if base is None:
+            manifest = store.import_gguf(file, model, progress=progress, overwrite=force, link=link)
+        else:
+            manifest = _import_adapter(store, file, model, base, progress=progress, overwrite=force)
     click.echo(
         f"imported {manifest.full_name} ({_short_id(manifest.blob.digest)}, {human_size(manifest.size)}, "
         f"{manifest.architecture}, {parameter_size_label(manifest.parameters)} parameters, "
         f"{manifest.quantization or 'unknown quantization'}, license {manifest.license_id})"
+    )
+
+
+def _import_adapter(
+    store: ModelStore, file: Path, name: str, base: str, *, progress: Any, overwrite: bool
+) -> Manifest:
+    """A LoRA file registered as BASE + adapter: an adapter derivative of BASE in the license guard's terms."""
+    from kaiyuan.license import derivative
+
+    if not file.is_file():
+        raise click.UsageError(f"{file}: no such file")
+    parent = store.resolve(base)
+    record = derivative(f"{name}", [parent.parent_ref()], "adapter")
+    return store.add_adapter_model(
+        name,
+        parent.full_name,
+        file,
+        lineage=record["lineage"],
+        license=record["license"],
+        overwrite=overwrite,
+        progress=progress,
+        source=str(file.absolute()),
     )
 
 

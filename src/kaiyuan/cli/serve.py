@@ -79,7 +79,8 @@ def _configure_logging(settings: Settings) -> None:
     "--max-loaded",
     type=int,
     default=None,
-    help="Models kept in memory; least recently used unload (default 1).",
+    help="Model files kept in memory (a base and its adapter models count once); least recently used "
+    "unload (default 1).",
 )
 @click.option(
     "--api-key", default=None, help="Require 'Authorization: Bearer KEY' on the API (or KAIYUAN_API_KEY)."

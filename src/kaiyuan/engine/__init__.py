@@ -7,14 +7,17 @@ The engine sees file paths and token ids; it knows nothing of HTTP, chat templat
 from kaiyuan.engine._handle import GenerationHandle
 from kaiyuan.engine._load import load_engine
 from kaiyuan.engine._protocol import Engine, EngineStats, GenerationRequest, ThinkBudget, TokenEvent
+from kaiyuan.engine._shared import EngineShare, SharedEngines
 from kaiyuan.engine.fake import FakeEngine
 
 __all__ = [
     "Engine",
+    "EngineShare",
     "EngineStats",
     "FakeEngine",
     "GenerationHandle",
     "GenerationRequest",
+    "SharedEngines",
     "ThinkBudget",
     "TokenEvent",
     "load_engine",

@@ -41,7 +41,8 @@ class GenerationRequest:
     - ``think_budget``: tokens count as thinking from the first one until ``end_text`` appears; when the budget is
       spent the engine injects the tokens of ``end_text`` (``TokenEvent.forced``) and generation goes on. Forced
       tokens count as generated tokens.
-    - ``adapter``: a GGUF LoRA file applied to this request only; requests with and without it run side by side.
+    - ``adapters``: GGUF LoRA files (stacked, scale 1) for this request only, replacing the engine's own
+      defaults; ``()`` runs the bare base model. Requests with different adapters run side by side.
     """
 
     prompt: list[int]  # token ids, already rendered and tokenized by the chat layer
@@ -54,7 +55,7 @@ class GenerationRequest:
         None  # grammar applies only once this text has been generated (e.g. "</think>")
     )
     think_budget: ThinkBudget | None = None
-    adapter: str | None = None  # path of a GGUF LoRA adapter to apply for this request
+    adapters: tuple[str, ...] | None = None  # GGUF LoRA files for this request; None: the engine's defaults
     embed: bool = False  # reserved: embeddings go through Engine.embed
 
 
@@ -78,6 +79,9 @@ class EngineStats:
     prefix_cache_tokens: int = 0  # prompt tokens served from the cache in total
     prompt_tokens: int = 0  # prompt tokens processed in total
     generated_tokens: int = 0  # tokens generated in total
+    # (running, waiting) per LoRA adapter set (real paths; () is the bare base), for engines that serve several
+    # adapter models at once; None when the engine does not tell them apart
+    by_adapters: dict[tuple[str, ...], tuple[int, int]] | None = None
 
 
 @runtime_checkable

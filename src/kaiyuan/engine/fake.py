@@ -9,7 +9,7 @@ streamed), cancellation within one step, the think budget and a prefix cache ove
 
 Tokenizer: ids 0..255 are the bytes of UTF-8 text, 256 is ``<s>`` (BOS), 257 is ``</s>`` (EOS, end of
 generation); ``detokenize(tokenize(text)) == text``. Scripted pieces get ids from 258 up, assigned on first use,
-so that each piece is one token. ``grammar``, ``grammar_after``, ``adapter`` and the sampling settings are
+so that each piece is one token. ``grammar``, ``grammar_after``, ``adapters`` and the sampling settings are
 recorded (``FakeEngine.requests``) but do not change the script; ``stop`` strings are the chat layer's job (as
 with every engine). Logprobs, when asked for, are 0.0: the script is certain.
 """

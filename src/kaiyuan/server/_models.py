@@ -1,5 +1,5 @@
 """ModelManager: which models the server holds in memory, loading on first use and unloading the least recently
-used beyond ``max_loaded``.
+used beyond ``max_loaded`` engines (models that share an engine — a base and its adapter models — count once).
 
 Owns the loaded set, a lease count per model (a model serving a request is never closed under it; an eviction
 waits for its last lease), per-model load locks (concurrent first requests load once) and running the blocking
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kaiyuan.chat import ChatModel
-from kaiyuan.engine import EngineStats
+from kaiyuan.engine import EngineShare, EngineStats
 from kaiyuan.errors import ConfigError
 
 __all__ = ["LoadedModel", "ModelLease", "ModelManager"]
@@ -65,8 +65,14 @@ class ModelLease:
             self._manager._release(self._entry)
 
 
+def _weights_of(entry: LoadedModel) -> int:
+    """Identity of the engine that holds the model's weights (shared by a base and its adapter models)."""
+    engine = entry.model.engine
+    return id(engine.engine if isinstance(engine, EngineShare) else engine)
+
+
 class ModelManager:
-    """Loads models on first use, keeps at most ``max_loaded``, unloads the least recently used beyond that."""
+    """Loads models on first use, keeps at most ``max_loaded`` engines, unloads the least recently used beyond."""
 
     def __init__(
         self,
@@ -155,15 +161,21 @@ class ModelManager:
         """Mark the least recently used models beyond ``max_loaded`` for unloading; idle ones close now."""
         to_close: list[LoadedModel] = []
         with self._mutex:
-            live = [e for e in self._loaded.values() if not e.evicting]
-            live.sort(key=lambda e: e.last_used)
-            while len(live) > self.max_loaded:
-                victim = live.pop(0)
-                victim.evicting = True
-                del self._loaded[victim.name]
-                log.info("unloading %s (least recently used; --max-loaded %d)", victim.name, self.max_loaded)
-                if victim.leases == 0:
-                    to_close.append(victim)
+            groups: dict[int, list[LoadedModel]] = {}
+            for entry in self._loaded.values():
+                if not entry.evicting:
+                    groups.setdefault(_weights_of(entry), []).append(entry)
+            # a base model and its adapter models share one engine: they count (and unload) as one
+            by_age = sorted(groups.values(), key=lambda group: max(e.last_used for e in group))
+            while len(by_age) > self.max_loaded:
+                for victim in by_age.pop(0):
+                    victim.evicting = True
+                    del self._loaded[victim.name]
+                    log.info(
+                        "unloading %s (least recently used; --max-loaded %d)", victim.name, self.max_loaded
+                    )
+                    if victim.leases == 0:
+                        to_close.append(victim)
         for entry in to_close:
             await asyncio.to_thread(self._close, entry)
 

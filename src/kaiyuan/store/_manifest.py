@@ -123,6 +123,14 @@ class Manifest:
             )
         return self.blobs_dir / ref.digest
 
+    def parent_ref(self) -> dict[str, Any]:
+        """How a model derived from this one names it in its lineage: store name and model-file digest, plus the
+        organization, repository and license record when known (``kaiyuan.license.derivative`` reads these)."""
+        known = (("organization", self.organization), ("repo_url", self.repo_url), ("license", self.license))
+        ref: dict[str, Any] = {key: value for key, value in known if value}
+        ref.update(name=self.full_name, digest=self.blob.digest)
+        return ref
+
     @property
     def model_path(self) -> Path:
         """The GGUF file to load."""

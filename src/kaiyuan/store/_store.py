@@ -352,7 +352,12 @@ class ModelStore:
         if info.kind != kind:
             if info.kind == "adapter":
                 raise InvalidModelFile(
-                    f"{shown}: is a LoRA adapter (general.type=adapter), not a model; add it on top of its base model"
+                    f"{shown}: is a LoRA adapter (general.type=adapter), not a model; add it on top of its base "
+                    "model (kaiyuan import FILE --base BASE)"
+                )
+            if kind == "adapter":
+                raise InvalidModelFile(
+                    f"{shown}: is a model, not a LoRA adapter (general.type is {info.kind!r}, expected 'adapter')"
                 )
             raise InvalidModelFile(f"{shown}: general.type is {info.kind!r}, expected {kind!r}")
         return info

@@ -33,6 +33,9 @@ class BaseRef:
     path: Path  # GGUF file (or HF-layout folder) to load
     digest: str  # sha256-<hex> of the model file, as recorded by the store
     record: dict[str, Any] = field(default_factory=dict)  # manifest-shaped dict: license, lineage, ...
+    parent: dict[str, Any] = field(
+        default_factory=dict
+    )  # how the adapter's lineage names it (Manifest.parent_ref)
 
 
 def resolve_base(settings: Settings, name: str) -> BaseRef:
@@ -47,7 +50,11 @@ def resolve_base(settings: Settings, name: str) -> BaseRef:
     record = dict(manifest.to_dict())
     record["name"] = manifest.full_name
     return BaseRef(
-        name=manifest.full_name, path=Path(manifest.model_path), digest=manifest.blob.digest, record=record
+        name=manifest.full_name,
+        path=Path(manifest.model_path),
+        digest=manifest.blob.digest,
+        record=record,
+        parent=manifest.parent_ref(),
     )
 
 
@@ -68,11 +75,7 @@ def derivative_record(base: BaseRef, name: str, datasets: list[dict[str, str]]) 
     """The manifest-shaped record of the adapter: license inherited from BASE, lineage relation ``adapter``."""
     from kaiyuan.license import derivative
 
-    parent = {
-        key: base.record.get(key) for key in ("organization", "repo_url", "license") if base.record.get(key)
-    }
-    parent.update(name=base.name, digest=base.digest)
-    record = derivative(name, [parent], "adapter", datasets=[d["path"] for d in datasets])
+    record = derivative(name, [base.parent], "adapter", datasets=[d["path"] for d in datasets])
     record["lineage"]["dataset_digests"] = {d["path"]: d["digest"] for d in datasets}
     return record
 

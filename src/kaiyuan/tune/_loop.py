@@ -57,7 +57,7 @@ def lr_at(step: int, total_steps: int, config: TuneConfig) -> float:
     return floor + 0.5 * (config.lr - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _tensors(batch: Batch, device: Any, packing: bool) -> dict[str, Any]:
+def _tensors(batch: Batch, device: Any) -> dict[str, Any]:
     torch = import_torch()
     ids = torch.tensor(batch.input_ids, device=device)
     docs = torch.tensor(batch.doc_ids, device=device)
@@ -67,8 +67,9 @@ def _tensors(batch: Batch, device: Any, packing: bool) -> dict[str, Any]:
         "labels": torch.tensor(batch.labels, device=device),
         "docs": docs,
     }
-    if packing:
-        # Block-diagonal causal mask: a token sees earlier tokens of its own packed example only.
+    if any(doc > 0 for row in batch.doc_ids for doc in row):
+        # Rows holding several examples need a block-diagonal causal mask (a token sees earlier tokens of its own
+        # example only). It costs SDPA its fast causal path, so rows of one example each never get it.
         n = ids.shape[1]
         causal = torch.ones(n, n, dtype=torch.bool, device=device).tril()
         inputs["attention_mask"] = ((docs[:, :, None] == docs[:, None, :]) & causal)[:, None]
@@ -109,7 +110,6 @@ def evaluate(
     batch_size: int,
     pad_id: int,
     device: Any,
-    packing: bool,
     autocast: Any,
 ) -> EvalResult:
     """Mean loss and perplexity over ``rows`` (dropout off, no gradients)."""
@@ -119,7 +119,7 @@ def evaluate(
     total, count = 0.0, 0
     with torch.no_grad(), autocast():
         for start in range(0, len(rows), batch_size):
-            inputs = _tensors(pad_batch(rows[start : start + batch_size], pad_id), device, packing)
+            inputs = _tensors(pad_batch(rows[start : start + batch_size], pad_id), device)
             loss_sum, n = batch_loss(model, inputs)
             total += float(loss_sum)
             count += n
@@ -183,7 +183,7 @@ def train(
         step_targets = dist.sum_int(local_targets)
         loss_total, step_tokens = 0.0, 0
         for batch in batches:
-            inputs = _tensors(batch, device, config.packing)
+            inputs = _tensors(batch, device)
             with autocast():
                 loss_sum, _n = batch_loss(model, inputs)
             (loss_sum / max(1, step_targets)).backward()

@@ -361,7 +361,6 @@ def _train_and_register(
             batch_size=config.batch,
             pad_id=loaded.pad_id,
             device=device,
-            packing=config.packing,
             autocast=autocast,
         )
 

@@ -13,9 +13,11 @@ GREEDY = SamplingParams(temperature=0.0)
 PROMPTS = ["Once upon a time", "The three primary colors are"]
 
 
-def run(eng, text: str, adapter: str | None) -> list[int]:
+def run(eng, text: str, adapter: str | None, *, bare: bool = False) -> list[int]:
+    """Greedy tokens for ``text`` with ``adapter``; with none, the engine's defaults (or no adapter: ``bare``)."""
+    adapters = () if bare else None if adapter is None else (adapter,)
     handle = eng.submit(
-        GenerationRequest(prompt=eng.tokenize(text), sampling=GREEDY, max_tokens=10, adapter=adapter)
+        GenerationRequest(prompt=eng.tokenize(text), sampling=GREEDY, max_tokens=10, adapters=adapters)
     )
     return [e.token for e in handle]
 
@@ -30,12 +32,19 @@ def test_adapter_requests_alone_and_mixed(model_path: str, lora_path: str) -> No
         # Same prompt again with the adapter: the base model's cached KV must not be reused.
         again = eng.submit(
             GenerationRequest(
-                prompt=eng.tokenize(PROMPTS[0]), sampling=GREEDY, max_tokens=1, adapter=lora_path
+                prompt=eng.tokenize(PROMPTS[0]), sampling=GREEDY, max_tokens=1, adapters=(lora_path,)
             )
         )
         list(again)
         handles = [
-            eng.submit(GenerationRequest(prompt=eng.tokenize(p), sampling=GREEDY, max_tokens=10, adapter=a))
+            eng.submit(
+                GenerationRequest(
+                    prompt=eng.tokenize(p),
+                    sampling=GREEDY,
+                    max_tokens=10,
+                    adapters=None if a is None else (a,),
+                )
+            )
             for p in PROMPTS
             for a in (None, lora_path)
         ]
@@ -53,11 +62,11 @@ def test_adapter_prefix_cache_is_per_adapter(model_path: str, lora_path: str) ->
         prompt = eng.tokenize(PROMPTS[0])
         list(eng.submit(GenerationRequest(prompt=prompt, max_tokens=2)))
         tuned = eng.submit(
-            GenerationRequest(prompt=prompt, max_tokens=2, adapter=lora_path)
+            GenerationRequest(prompt=prompt, max_tokens=2, adapters=(lora_path,))
         )  # loaded on first use
         list(tuned)
         assert tuned.cached_tokens == 0
-        tuned_again = eng.submit(GenerationRequest(prompt=prompt, max_tokens=2, adapter=lora_path))
+        tuned_again = eng.submit(GenerationRequest(prompt=prompt, max_tokens=2, adapters=(lora_path,)))
         list(tuned_again)
         assert tuned_again.cached_tokens == len(prompt) - 1
 
@@ -69,9 +78,9 @@ def test_missing_or_bad_adapter(model_path: str, tmp_path) -> None:
     bad.write_bytes(b"GGUF" + b"\0" * 32)
     with LlamaCppEngine(model_path, n_ctx=64, n_parallel=1, n_threads=THREADS) as eng:
         with pytest.raises(InvalidModelFile, match="not found"):
-            eng.submit(GenerationRequest(prompt=[1], adapter=str(tmp_path / "missing.gguf")))
+            eng.submit(GenerationRequest(prompt=[1], adapters=(str(tmp_path / "missing.gguf"),)))
         with pytest.raises(InvalidModelFile):
-            eng.submit(GenerationRequest(prompt=[1], adapter=str(bad)))
+            eng.submit(GenerationRequest(prompt=[1], adapters=(str(bad),)))
         assert eng.stats().running == 0
 
 
@@ -86,4 +95,5 @@ def test_engine_adapters_apply_by_default(model_path: str, lora_path: str) -> No
         assert run(eng, PROMPTS[0], None) == tuned  # both fresh: the same batch shapes, bit-exact
         # Now a prefix-cache hit: the LoRA's F32 matmuls see other batch shapes; compare a few tokens.
         assert run(eng, PROMPTS[0], lora_path)[:4] == tuned[:4]
+        assert run(eng, PROMPTS[0], None, bare=True)[:4] == base[:4]  # () turns the defaults off
     assert tuned != base

@@ -41,8 +41,9 @@ class LlamaCppEngine:
     measured slower for CPU decode here once contexts pass a few hundred tokens. ``kv_unified`` keeps all
     sequences in one KV pool, which makes cross-slot prefix copies exact and nearly free; see docs/engine.md for
     the measured trade-off. ``adapters`` are GGUF LoRA files applied (stacked, scale 1) to every request that
-    does not name its own ``GenerationRequest.adapter`` — an adapter model served as base + LoRA. A request's
-    ``adapter`` replaces them for that request; adapter files load once, on first use.
+    does not name its own ``GenerationRequest.adapters``. A request's ``adapters`` replace them for that request
+    (``()``: the bare base), which is how one engine serves a base model and adapter models of it at once;
+    adapter files load once, on first use.
     """
 
     def __init__(
@@ -134,14 +135,11 @@ class LlamaCppEngine:
         if self._closed:
             raise EngineError("the engine is closed; load the model again")
         check_request(request, self.n_ctx, self.n_vocab)
-        adapter: tuple[str, ...]
-        if request.adapter:
-            adapter, adapter_ptrs = (
-                (self.model.adapter_key(request.adapter),),
-                [self.model.adapter(request.adapter)],
-            )
-        else:
+        if request.adapters is None:
             adapter, adapter_ptrs = self.default_adapters, self._default_ptrs
+        else:
+            adapter = tuple(self.model.adapter_key(p) for p in request.adapters)
+            adapter_ptrs = [self.model.adapter(p) for p in request.adapters]
         think = ThinkTracker(request.think_budget) if request.think_budget is not None else None
         forced = self.tokenize(request.think_budget.end_text) if request.think_budget is not None else []
         sampler = Sampler.build(self.model, request)

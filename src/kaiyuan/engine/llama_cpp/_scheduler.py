@@ -21,7 +21,7 @@ import ctypes
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -120,7 +120,13 @@ class Scheduler:
                 waiting=len(self._waiting),
                 slots=self.n_parallel,
                 kv_used_cells=sum(len(slot.tokens) for slot in self.cache.slots),
+                by_adapters=self._counts_by_adapters(),
             )
+
+    def _counts_by_adapters(self) -> dict[tuple[str, ...], tuple[int, int]]:
+        running = Counter(job.adapter for job in self._running)
+        waiting = Counter(job.adapter for job in self._waiting)
+        return {key: (running[key], waiting[key]) for key in running.keys() | waiting.keys()}
 
     def close(self) -> None:
         with self._cond:
