@@ -346,12 +346,13 @@ def _import_adapter(
     store: ModelStore, file: Path, name: str, base: str, *, progress: Any, overwrite: bool
 ) -> Manifest:
     """A LoRA file registered as BASE + adapter: an adapter derivative of BASE in the license guard's terms."""
-    from kaiyuan.license import derivative
+    from kaiyuan.license import derivative, enforce_policy
 
     if not file.is_file():
         raise click.UsageError(f"{file}: no such file")
     parent = store.resolve(base)
-    record = derivative(f"{name}", [parent.parent_ref()], "adapter")
+    record = derivative(name, [parent.parent_ref()], "adapter")
+    enforce_policy(record, store.policy, "import")  # LicenseDenied: nothing is added
     return store.add_adapter_model(
         name,
         parent.full_name,
@@ -360,7 +361,6 @@ def _import_adapter(
         license=record["license"],
         overwrite=overwrite,
         progress=progress,
-        source=str(file.absolute()),
     )
 
 
