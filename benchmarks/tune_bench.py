@@ -92,10 +92,10 @@ def run_kaiyuan(args: argparse.Namespace, data: Path, packing: bool) -> dict[str
     }
 
 
-def run_trainer(args: argparse.Namespace, data: Path) -> dict[str, float]:
+def run_trainer(args: argparse.Namespace, data: Path, group_by_length: bool = False) -> dict[str, float]:
     out = Path(tempfile.mkdtemp(prefix="trainer-bench-")) / "result.json"
     cmd = [sys.executable, __file__, "--trainer-child", str(data), str(out), str(args.steps), str(args.batch),
-           str(args.seq_len), str(args.threads)]  # fmt: skip
+           str(args.seq_len), str(args.threads), "group" if group_by_length else "plain"]  # fmt: skip
     child = _measure(cmd, dict(os.environ))
     result = json.loads(out.read_text())
     return {
@@ -119,7 +119,9 @@ def _measure(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
     return {"peak_rss_mb": usage.ru_maxrss / 1024, "wall_s": time.perf_counter() - start}
 
 
-def trainer_child(data: str, out: str, steps: str, batch: str, seq_len: str, threads: str) -> None:
+def trainer_child(
+    data: str, out: str, steps: str, batch: str, seq_len: str, threads: str, order: str
+) -> None:
     """The baseline: transformers Trainer + PEFT, assistant-only labels made the usual way (HF chat template)."""
     import warnings
 
@@ -176,6 +178,7 @@ def trainer_child(data: str, out: str, steps: str, batch: str, seq_len: str, thr
             report_to=[],
             use_cpu=True,
             dataloader_num_workers=0,
+            train_sampling_strategy="group_by_length" if order == "group" else "random",
         ),
         train_dataset=rows,
         data_collator=Collator(tok, padding=True, label_pad_token_id=-100),
@@ -215,7 +218,7 @@ def _with_think(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--trainer-child":
-        trainer_child(*sys.argv[2:8])
+        trainer_child(*sys.argv[2:9])
         return
     parser = argparse.ArgumentParser(description="kaiyuan tune vs transformers Trainer + PEFT")
     parser.add_argument("--data", choices=["uneven", "reasoning"], default="uneven")
@@ -237,6 +240,7 @@ def main() -> None:
           "tokens (min/median/max)")  # fmt: skip
     results = {
         "transformers Trainer + PEFT": run_trainer(args, data),
+        "Trainer, group_by_length": run_trainer(args, data, group_by_length=True),
         "kaiyuan tune": run_kaiyuan(args, data, packing=False),
         "kaiyuan tune --packing": run_kaiyuan(args, data, packing=True),
     }

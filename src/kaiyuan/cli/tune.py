@@ -79,6 +79,12 @@ def tune_group() -> None:
 @click.option("--batch", type=int, default=4, show_default=True, help="Sequences per micro-batch.")
 @click.option("--grad-accum", type=int, default=1, show_default=True, help="Micro-batches per step.")
 @click.option("--packing/--no-packing", default=False, show_default=True, help="Pack examples into rows.")
+@click.option(
+    "--group-by-length/--no-group-by-length",
+    default=True,
+    show_default=True,
+    help="Batch examples of similar length together (less padding, faster on uneven data).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--eval-every", type=int, default=0, show_default=True, help="Extra evals every N steps (0: off)."

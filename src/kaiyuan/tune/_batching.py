@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kaiyuan.tune._render import IGNORE_INDEX, TokenizedExample
 
@@ -103,13 +103,26 @@ def pad_batch(rows: Sequence[Row], pad_id: int) -> Batch:
     return batch
 
 
+# Rows sorted by length within windows of this many micro-batches (group by length): wide enough that batches come
+# out of similar lengths, narrow enough that the data order stays random at the scale of an epoch.
+GROUP_WINDOW_BATCHES = 32
+
+
 @dataclass
 class Schedule:
-    """The run's sequence of micro-batches: epoch ``e`` visits the rows in a seeded shuffle of its own."""
+    """The run's sequence of micro-batches: epoch ``e`` visits the rows in a seeded shuffle of its own.
+
+    With ``lengths`` (group by length), each epoch's shuffle is cut into windows of ``GROUP_WINDOW_BATCHES``
+    micro-batches, each window is sorted by row length and cut into micro-batches, and the micro-batches are
+    shuffled again. A micro-batch is padded to its longest row, so batching rows of similar length removes most
+    padding (on data of uneven lengths, most of the compute) while every row is still seen once per epoch.
+    """
 
     n_rows: int
     batch_size: int  # rows per micro-batch
     seed: int
+    lengths: Sequence[int] | None = None  # row lengths (tokens) to group by; None: plain shuffle
+    _epochs: dict[int, list[list[int]]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def batches_per_epoch(self) -> int:
@@ -118,6 +131,23 @@ class Schedule:
     def micro_batch(self, k: int) -> list[int]:
         """Row indices of micro-batch ``k`` (counted from the start of the run, across epochs)."""
         epoch, index = divmod(k, self.batches_per_epoch)
+        if epoch not in self._epochs:
+            self._epochs.clear()  # epochs are visited in order: keep only the current one
+            self._epochs[epoch] = self._batches(epoch)
+        return self._epochs[epoch][index]
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(self.seed * 1_000_003 + epoch)
         order = list(range(self.n_rows))
-        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
-        return order[index * self.batch_size : (index + 1) * self.batch_size]
+        rng.shuffle(order)
+        size = self.batch_size
+        if self.lengths is None:
+            return [order[i : i + size] for i in range(0, self.n_rows, size)] or [[]]
+        lengths = self.lengths
+        window = size * GROUP_WINDOW_BATCHES
+        batches: list[list[int]] = []
+        for start in range(0, self.n_rows, window):
+            chunk = sorted(order[start : start + window], key=lambda i: -lengths[i])
+            batches += [chunk[i : i + size] for i in range(0, len(chunk), size)]
+        rng.shuffle(batches)
+        return batches or [[]]

@@ -45,6 +45,7 @@ class TuneConfig:
     grad_accum: int = 1  # micro-batches per optimizer step (count)
     clip: float = 1.0  # gradient norm clipping (0: off)
     packing: bool = False  # pack several examples into each seq_len row (each attends only to itself)
+    group_by_length: bool = True  # batch rows of similar length together (less padding); see Schedule
     seed: int = 0  # seeds data order, eval split and LoRA init
     eval_every: int = 0  # evaluate every N steps in addition to before and after (0: only before/after)
     eval_max_examples: int = 200  # eval examples used at most (count)
@@ -94,4 +95,6 @@ class TuneConfig:
     def from_dict(cls, data: dict[str, Any]) -> TuneConfig:
         """Rebuild a saved config; keys this version does not know are ignored (forward compatibility)."""
         known = {f.name for f in dataclasses.fields(cls)}
+        # runs saved before group_by_length existed batched in plain shuffled order; a resume must do the same
+        data = {"group_by_length": False, **data}
         return cls(**{k: v for k, v in data.items() if k in known})

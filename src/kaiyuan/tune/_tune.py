@@ -319,7 +319,8 @@ def _train_and_register(
         if eval_prepared
         else []
     )
-    schedule = Schedule(n_rows=len(rows), batch_size=config.batch, seed=config.seed)
+    lengths = [len(row.input_ids) for row in rows] if config.group_by_length else None
+    schedule = Schedule(n_rows=len(rows), batch_size=config.batch, seed=config.seed, lengths=lengths)
     per_step = (
         config.grad_accum * dist.world
     )  # micro-batches consumed by one optimizer step, all ranks together
