@@ -98,6 +98,7 @@ def make_loader(
             info=info,
             max_reasoning_tokens=per_model.get("max_reasoning_tokens"),
             default_system=manifest.system,
+            default_options=dict(manifest.parameters_defaults),
         )
 
     return load

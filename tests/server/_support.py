@@ -54,11 +54,16 @@ class FakeModels:
 
     def load(self, name: str) -> ChatModel:
         script, template, options = self.specs[name]
+        options = dict(options)
+        default_options = options.pop(
+            "default_options", {}
+        )  # the model's Ollama params, not an engine option
         engine = FakeEngine(script, **options)
         self.engines[name] = engine
         self.loads.append(name)
         source = template_text(template) if template else None
-        return ChatModel(name, engine, ChatTemplate(source, bos_token="<s>", eos_token="</s>"))
+        template_ = ChatTemplate(source, bos_token="<s>", eos_token="</s>")
+        return ChatModel(name, engine, template_, default_options=default_options)
 
 
 @pytest.fixture

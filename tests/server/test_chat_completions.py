@@ -142,6 +142,40 @@ def test_sampling_fields_reach_the_engine(fake_server) -> None:
     assert models.engines["fake:latest"].requests[1].max_tokens == 3
 
 
+def test_the_model_default_options_fill_what_the_request_leaves_out(fake_server) -> None:
+    """A model's own parameters (an Ollama model's params: temperature, num_predict, stop ...) apply on the
+    OpenAI endpoints as on Ollama's, under whatever the request sets itself."""
+    defaults = {"temperature": 0.25, "num_predict": 11, "stop": ["<END>"], "seed": 5, "top_k": 9}
+    app, models = fake_server(["a"], default_options=defaults)
+    assert run(post(app, "/v1/chat/completions", body())).status_code == 200
+    assert (
+        run(
+            post(app, "/v1/chat/completions", body(temperature=0.9, max_tokens=3, stop="X", seed=1))
+        ).status_code
+        == 200
+    )
+    assert run(post(app, "/v1/completions", {"model": "fake", "prompt": "Hi"})).status_code == 200
+    assert run(post(app, "/api/chat", {"model": "fake", "messages": [{"role": "user", "content": "Hi"}],
+                                       "stream": False, "options": {"top_k": 2}})).status_code == 200  # fmt: skip
+    first, overridden, completion, ollama = (r.sampling for r in models.engines["fake:latest"].requests)
+    for s in (first, completion):
+        assert (s.temperature, s.max_tokens, s.stop, s.seed, s.top_k) == (0.25, 11, ["<END>"], 5, 9)
+    assert (overridden.temperature, overridden.max_tokens, overridden.stop, overridden.seed) == (
+        0.9,
+        3,
+        ["X"],
+        1,
+    )
+    assert overridden.top_k == 9  # not set by the request: still the model's
+    assert (ollama.temperature, ollama.top_k, ollama.max_tokens) == (0.25, 2, 11)
+
+    # what the model does not set keeps the API's default (legacy completions: 16 tokens)
+    app, models = fake_server(["a"], default_options={"temperature": 0.25})
+    assert run(post(app, "/v1/completions", {"model": "fake", "prompt": "Hi"})).status_code == 200
+    (plain,) = (r.sampling for r in models.engines["fake:latest"].requests)
+    assert (plain.temperature, plain.max_tokens) == (0.25, 16)
+
+
 def test_stop_is_not_emitted_in_stream(fake_server) -> None:
     app, _ = fake_server(["one ", "tw", "o th", "ree"])
     events = sse_events(run(post(app, "/v1/chat/completions", body(stream=True, stop=["two", "zzz"]))).text)

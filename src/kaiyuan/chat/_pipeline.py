@@ -95,6 +95,9 @@ class ChatModel:
     info: ModelInfo | None = None
     max_reasoning_tokens: int | None = None
     default_system: str | None = None  # system message used when a request has none (the model's SYSTEM)
+    # the model's default sampling options, Ollama-named (an Ollama model's ``params`` layer: temperature,
+    # num_predict, stop ...); both API skins apply them under a request's own settings
+    default_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dialect(self) -> Any:

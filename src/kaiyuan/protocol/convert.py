@@ -190,6 +190,24 @@ def _pick(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
+# SamplingParams fields an OpenAI request sets under the same name (None when the client left them out)
+_REQUEST_SAMPLING_FIELDS = (
+    "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty",
+    "seed", "stop",
+)  # fmt: skip
+
+
+def unset_sampling(req: Any) -> set[str]:
+    """The SamplingParams fields an OpenAI request left out (or sent as null): where the model's own defaults
+    apply. Fields with a default in the API itself (legacy completions' ``max_tokens`` of 16) count as unset
+    unless the client sent them."""
+    sent = {name for name in req.model_fields_set if getattr(req, name) is not None}
+    unset = {name for name in _REQUEST_SAMPLING_FIELDS if name not in sent}
+    if not {"max_tokens", "max_completion_tokens"} & sent:
+        unset.add("max_tokens")
+    return unset
+
+
 def native_tool_calls(calls: Sequence[oa.ToolCall] | None) -> list[ToolCall]:
     return [ToolCall(name=c.function.name, arguments=c.function.arguments, id=c.id) for c in calls or []]
 

@@ -18,8 +18,8 @@ import json
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -183,6 +183,28 @@ def sampling_from_options(
 
 def _pick(value: Any, default: Any) -> Any:
     return default if value is None else value
+
+
+def with_model_options(
+    sampling: SamplingParams, unset: Iterable[str], model_options: Mapping[str, Any]
+) -> SamplingParams:
+    """``sampling`` with the fields in ``unset`` (those a request left out) taken from the model's default options
+    (Ollama-named: ``temperature``, ``num_predict``, ``stop`` ...), as Ollama applies a model's parameters on its
+    OpenAI-compatible endpoints too."""
+    options = options_dict(None, model_options)
+    chosen = {_SAMPLING_OF_OPTION[key] for key in options if key in _SAMPLING_OF_OPTION} & set(unset)
+    if not chosen:
+        return sampling
+    model_sampling, _ = sampling_from_options(options)
+    return replace(sampling, **{name: getattr(model_sampling, name) for name in chosen})
+
+
+# Ollama option -> the SamplingParams field it sets
+_SAMPLING_OF_OPTION = {
+    "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p", "num_predict": "max_tokens",
+    "stop": "stop", "seed": "seed", "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
+    "repeat_penalty": "repetition_penalty",
+}  # fmt: skip
 
 
 def response_format_from(value: Any) -> dict[str, Any] | None:

@@ -32,7 +32,7 @@ from kaiyuan.chat import (
     start_chat,
     start_completion,
 )
-from kaiyuan.errors import ContextOverflow, InvalidRequest, KaiyuanError
+from kaiyuan.errors import ContextOverflow, InvalidRequest
 from kaiyuan.gguf import ArrayInfo, read_gguf
 from kaiyuan.protocol import convert_ollama as conv
 from kaiyuan.protocol import ollama as ol
@@ -86,15 +86,6 @@ def _keep_alive(request: Request) -> KeepAlive:
 
 def _ns(seconds: float) -> int:
     return max(0, int(seconds * 1e9))
-
-
-def _model_options(runtime: Runtime, name: str) -> dict[str, Any]:
-    """The model's default options (an Ollama ``params`` layer kept in its manifest); {} when it has none."""
-    try:
-        manifest = runtime.store.resolve(name)
-    except KaiyuanError:
-        return {}
-    return dict(manifest.parameters_defaults)
 
 
 def _context_limit(model: ChatModel, native: ChatRequest | CompletionRequest, num_ctx: int | None) -> None:
@@ -205,8 +196,7 @@ async def _run(
 
     try:
         _check_think(lease, think)
-        defaults = await asyncio.to_thread(_model_options, runtime, lease.name)
-        native, num_ctx = convert(model_options=defaults)
+        native, num_ctx = convert(model_options=lease.model.default_options)
         native.model = lease.name
         await asyncio.to_thread(_context_limit, lease.model, native, num_ctx)
         if isinstance(native, ChatRequest):

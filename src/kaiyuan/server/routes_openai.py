@@ -11,20 +11,22 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from kaiyuan.chat import ChatResult, ChatStream, collect_stream, start_chat, start_completion
+from kaiyuan.chat import ChatModel, ChatResult, ChatStream, collect_stream, start_chat, start_completion
 from kaiyuan.errors import InvalidRequest, KaiyuanError, ModelNotFound
 from kaiyuan.license import license_summary
 from kaiyuan.protocol import convert
+from kaiyuan.protocol import convert_ollama as conv_ollama
 from kaiyuan.protocol import openai as oa
 from kaiyuan.server._http import EventStreamResponse, run_watching_disconnect, sse_events
 from kaiyuan.server._models import ModelLease
 from kaiyuan.server._runtime import Runtime, get_runtime
 from kaiyuan.store import Manifest
+from kaiyuan.types import ChatRequest, CompletionRequest
 
 __all__ = ["router"]
 
@@ -174,6 +176,15 @@ async def _generate(
     return _json(respond(request_id, lease.name, created, result))
 
 
+_Native = TypeVar("_Native", ChatRequest, CompletionRequest)
+
+
+def _under_model_options(native: _Native, unset: set[str], model: ChatModel) -> _Native:
+    """The request with the model's default options (its Ollama ``params``) filling the sampling it left unset."""
+    native.sampling = conv_ollama.with_model_options(native.sampling, unset, model.default_options)
+    return native
+
+
 # -- chat ----------------------------------------------------------------------------------------------------
 
 
@@ -185,6 +196,7 @@ async def _generate(
 )
 async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> Response:
     native = convert.chat_request_to_native(body)
+    unset = convert.unset_sampling(body)
     reasoning_field = get_runtime(request).settings.reasoning_field
     logprobs = native.sampling.logprobs
 
@@ -213,7 +225,9 @@ async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> 
         request,
         native.model,
         id_prefix="chatcmpl",
-        start=lambda model, observer: start_chat(model, native, observer=observer),
+        start=lambda model, observer: start_chat(
+            model, _under_model_options(native, unset, model), observer=observer
+        ),
         stream_encoder=stream_encoder if native.stream else None,
         respond=respond,
     )
@@ -230,6 +244,7 @@ async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> 
 )
 async def completions(body: oa.CompletionRequest, request: Request) -> Response:
     native = convert.completion_request_to_native(body)
+    unset = convert.unset_sampling(body)
     logprobs = native.sampling.logprobs
 
     def stream_encoder(request_id: str, model: str, created: int) -> _Encode:
@@ -255,7 +270,9 @@ async def completions(body: oa.CompletionRequest, request: Request) -> Response:
         request,
         native.model,
         id_prefix="cmpl",
-        start=lambda model, observer: start_completion(model, native, observer=observer),
+        start=lambda model, observer: start_completion(
+            model, _under_model_options(native, unset, model), observer=observer
+        ),
         stream_encoder=stream_encoder if native.stream else None,
         respond=respond,
     )
