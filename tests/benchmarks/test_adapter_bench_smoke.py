@@ -20,9 +20,9 @@ def test_both_variants_run_and_report() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {
-        line.split()[0]: line.split()
-        for line in done.stdout.splitlines()
-        if line.startswith(("shared ", "separate "))
+        words[0]: words
+        for words in (line.split() for line in done.stdout.splitlines())
+        if len(words) == 4 and words[0] in ("shared", "separate")
     }
     assert set(rows) == {"shared", "separate"}
     assert all(float(row[1]) > 0 for row in rows.values())  # tokens/s

@@ -212,6 +212,9 @@ def test_ctrl_c_during_import_leaves_nothing(kaiyuan_home: Path) -> None:
         pytest.skip("the copy finished before the interrupt could land")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:  # on a busy machine the last chunk and the commit can beat the signal
+        assert kaiyuan("show", "interrupted").returncode == 0, "exit 0 must mean a complete import"
+        pytest.skip("the import finished before the interrupt landed")
     assert proc.returncode == 130, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert snapshot(kaiyuan_home) == before
