@@ -62,9 +62,10 @@ def _stream_answer(
     reasoning: list[str] = []
     finish: str | None = None
     usage = Usage()
-    stream = start_chat(model, request)
+    stream: Any = None
     thinking_open = False
     try:
+        stream = start_chat(model, request)  # inside the try: Ctrl-C this early stops the answer too
         for chunk in stream:
             if chunk.usage is not None:
                 usage = chunk.usage
@@ -90,11 +91,11 @@ def _stream_answer(
             if chunk.finish_reason is not None:
                 finish = chunk.finish_reason
     except KeyboardInterrupt:
-        stream.cancel()
         finish = "cancelled"
         out.write("\n^C (answer stopped)")
     finally:
-        stream.cancel()
+        if stream is not None:
+            stream.cancel()
         if thinking_open and err.isatty():
             err.write("\x1b[0m")
     out.write("\n")

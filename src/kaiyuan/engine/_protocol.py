@@ -37,7 +37,9 @@ class GenerationRequest:
     - ``sampling.stop`` strings are NOT handled by the engine: the chat layer matches them on the text (holding
       back a possible partial match) and cancels the handle.
     - ``grammar`` constrains every generated token; with ``grammar_after`` the output is free until that text has
-      been generated, then the grammar applies to what follows (up to 4 whitespace characters first).
+      been generated, then the grammar applies to what follows (up to 4 whitespace characters first). The
+      grammar's answer is owed: an end-of-generation token before ``grammar_after`` appeared is not the end, the
+      engine forces the tokens of ``grammar_after`` instead (``TokenEvent.forced``) and goes on.
     - ``think_budget``: tokens count as thinking from the first one until ``end_text`` appears; when the budget is
       spent the engine injects the tokens of ``end_text`` (``TokenEvent.forced``) and generation goes on. Forced
       tokens count as generated tokens.

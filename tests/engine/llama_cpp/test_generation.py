@@ -265,6 +265,34 @@ def test_think_budget_with_grammar_after(engine) -> None:
     assert re.fullmatch(r'\s*\{"n": [1-9]\}', answer), text
 
 
+def test_end_of_generation_while_an_answer_is_owed_closes_the_thinking(engine) -> None:
+    """SmolLM2 never writes </think>: it answers and stops. With a grammar owed after </think> (a forced tool call
+    after thinking), its end-of-generation token closes the thinking instead, and the grammar's answer follows."""
+    prompt = engine.tokenize(CHAT.format("What is 2+2?"))
+    free = greedy(engine, CHAT.format("What is 2+2?"), n=64)
+    assert len(free) < 64 and "</think>" not in engine.detokenize(free)  # it ends on its own, without </think>
+    for budget in (None, ThinkBudget(max_tokens=500)):
+        handle = engine.submit(
+            GenerationRequest(
+                prompt=prompt,
+                sampling=GREEDY,
+                think_budget=budget,
+                grammar='root ::= "{\\"ok\\": true}"',
+                grammar_after="</think>",
+                max_tokens=120,
+            )
+        )
+        events = list(handle)
+        text = "".join(e.text for e in events)
+        thinking, answer = text.split("</think>", 1)
+        assert thinking == engine.detokenize(free)  # the free text is what the model wrote, unchanged
+        assert re.fullmatch(r'\s*\{"ok": true\}', answer), text
+        assert handle.finish_reason == "stop" and any(e.forced for e in events)
+    # without a grammar nothing is owed: the end-of-generation token ends the answer as usual
+    plain = engine.submit(GenerationRequest(prompt=prompt, sampling=GREEDY, think_budget=ThinkBudget(500)))
+    assert [e.token for e in plain] == free
+
+
 def test_think_budget_zero_closes_at_once(engine) -> None:
     budget = ThinkBudget(max_tokens=0, end_text="</think>")
     handle = engine.submit(

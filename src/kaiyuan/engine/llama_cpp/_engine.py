@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +19,7 @@ from llama_cpp import llama_cpp as lib
 
 from kaiyuan.engine._admission import check_request, generation_limit
 from kaiyuan.engine._handle import GenerationHandle
-from kaiyuan.engine._protocol import EngineStats, GenerationRequest
+from kaiyuan.engine._protocol import EngineStats, GenerationRequest, ThinkBudget
 from kaiyuan.engine._text_watch import ThinkTracker
 from kaiyuan.engine.llama_cpp._embedder import Embedder
 from kaiyuan.engine.llama_cpp._model import Model
@@ -140,8 +141,16 @@ class LlamaCppEngine:
         else:
             adapter = tuple(self.model.adapter_key(p) for p in request.adapters)
             adapter_ptrs = [self.model.adapter(p) for p in request.adapters]
-        think = ThinkTracker(request.think_budget) if request.think_budget is not None else None
-        forced = self.tokenize(request.think_budget.end_text) if request.think_budget is not None else []
+        budget = request.think_budget
+        # A grammar that applies after ``grammar_after`` (a forced tool call or JSON answer after thinking) means an
+        # answer is owed: track that text even without a budget, so that an end-of-generation token sampled
+        # before it closes the thinking (the text is forced, like a spent budget) instead of ending unanswered.
+        owes_answer = bool(request.grammar and request.grammar_after)
+        if owes_answer and budget is None:
+            budget = ThinkBudget(max_tokens=sys.maxsize, end_text=str(request.grammar_after))
+        owes_answer = owes_answer and budget is not None and budget.end_text == request.grammar_after
+        think = ThinkTracker(budget) if budget is not None else None
+        forced = self.tokenize(budget.end_text) if budget is not None else []
         sampler = Sampler.build(self.model, request)
         handle = GenerationHandle(len(request.prompt), on_cancel=self.scheduler.wake)
         job = Job(
@@ -153,6 +162,7 @@ class LlamaCppEngine:
             adapter_ptrs=adapter_ptrs,
             think=think,
             forced_tokens=forced,
+            owes_answer=owes_answer,
         )
         if job.limit == 0:
             sampler.free()

@@ -59,6 +59,7 @@ class Job:
     adapter_ptrs: list[Any] = field(default_factory=list)
     think: ThinkTracker | None = None
     forced_tokens: list[int] = field(default_factory=list)  # tokens of the think budget's end_text
+    owes_answer: bool = False  # end-of-generation while thinking forces end_text (a grammar answer must follow)
     slot: Slot | None = None
     pending: list[int] = field(default_factory=list)  # tokens to decode next: prompt remainder, then sampled
     prefilling: bool = True  # prompt tokens still to be queued for decoding
@@ -266,6 +267,12 @@ class Scheduler:
             return
         token = job.sampler.sample(self.ctx, index)
         if self.model.is_eog(token):
+            if job.owes_answer and think is not None and think.thinking:
+                # the model stopped inside its thinking, but the grammar's answer is still owed: close the
+                # thinking instead (the end-of-generation token is not decoded), then the grammar applies
+                job.pending = []
+                self._force(job)
+                return
             self._finish(job, "stop")
             return
         logprob = None
