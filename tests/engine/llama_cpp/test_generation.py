@@ -270,7 +270,9 @@ def test_end_of_generation_while_an_answer_is_owed_closes_the_thinking(engine) -
     after thinking), its end-of-generation token closes the thinking instead, and the grammar's answer follows."""
     prompt = engine.tokenize(CHAT.format("What is 2+2?"))
     free = greedy(engine, CHAT.format("What is 2+2?"), n=64)
-    assert len(free) < 64 and "</think>" not in engine.detokenize(free)  # it ends on its own, without </think>
+    assert len(free) < 64 and "</think>" not in engine.detokenize(
+        free
+    )  # it ends on its own, without </think>
     for budget in (None, ThinkBudget(max_tokens=500)):
         handle = engine.submit(
             GenerationRequest(
