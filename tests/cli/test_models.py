@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from tests.fixtures import tiny_gguf
+from tests.fixtures.signals import interruptible
 from tests.fixtures.tiny_gguf import smollm2_path
 
 from kaiyuan.cli._app import cli
@@ -203,6 +204,7 @@ def test_ctrl_c_during_import_leaves_nothing(kaiyuan_home: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     deadline = time.monotonic() + 60
     while proc.poll() is None and not list(blobs.glob(".partial-*")) and time.monotonic() < deadline:

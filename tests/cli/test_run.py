@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from tests.fixtures.signals import interruptible
 
 KAIYUAN = [sys.executable, "-m", "kaiyuan"]
 
@@ -90,7 +91,12 @@ class _Terminal:
     def __init__(self, *args: str) -> None:
         self.master, slave = pty.openpty()
         self.proc = subprocess.Popen(
-            [*KAIYUAN, *args], stdin=slave, stdout=slave, stderr=slave, env=os.environ.copy()
+            [*KAIYUAN, *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=os.environ.copy(),
+            preexec_fn=interruptible,  # Ctrl-C reaches it even when the tests run in a background job
         )
         os.close(slave)
         self.seen = ""

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.fixtures.signals import interruptible
+
 __all__ = [
     "CHROMIUM",
     "CHROMIUM_ARGS",
@@ -130,7 +132,13 @@ def start_server(
         *args,
     ]  # fmt: skip
     with log.open("wb") as sink:
-        process = subprocess.Popen(command, env=kaiyuan_env(home, env), stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command,
+            env=kaiyuan_env(home, env),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            preexec_fn=interruptible,  # stop() shuts it down with SIGINT, also from a background test run
+        )
     server = Server(url=f"http://127.0.0.1:{port}/", process=process, log=log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
