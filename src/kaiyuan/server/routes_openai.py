@@ -11,12 +11,12 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from kaiyuan.chat import ChatModel, ChatResult, ChatStream, collect_stream, start_chat, start_completion
+from kaiyuan.chat import ChatResult, ChatStream, collect_stream, start_chat, start_completion
 from kaiyuan.errors import InvalidRequest, KaiyuanError, ModelNotFound
 from kaiyuan.license import license_summary
 from kaiyuan.protocol import convert
@@ -134,25 +134,30 @@ def _stream_response(
 
 # An encoder turns one native chunk into the wire objects of one SSE event each.
 _Encode = Callable[[Any], list[Any]]
+_Native = ChatRequest | CompletionRequest
 
 
 async def _generate(
     request: Request,
-    model_name: str,
+    body: Any,
+    native: _Native,
     *,
     id_prefix: str,
-    start: Callable[[Any, Any], ChatStream],
+    start: Callable[..., ChatStream],
     stream_encoder: Callable[[str, str, int], _Encode] | None,
     respond: Callable[[str, str, int, ChatResult], Any],
 ) -> Response:
-    """The one way a generation is served: lease the model, start the stream (errors still become statuses),
+    """The one way a generation is served: lease the model, fill what ``body`` left unset from the model's
+    default options, start the stream (``start_chat`` / ``start_completion``; errors still become statuses),
     then either stream it as SSE (``stream_encoder`` given) or collect it and answer with ``respond``. Metrics,
     the lease and the engine slots are released on every path, also when the client goes away."""
     runtime = get_runtime(request)
-    lease = await runtime.models.acquire(model_name)
+    unset = convert.unset_sampling(body)
+    lease = await runtime.models.acquire(native.model)
     timer = runtime.metrics.timer(lease.name)
     try:
-        stream = start(lease.model, timer)
+        native.sampling = conv_ollama.with_model_options(native.sampling, unset, lease.model.default_options)
+        stream = start(lease.model, native, observer=timer)
     except BaseException:
         timer.finish(None)
         lease.release()
@@ -176,15 +181,6 @@ async def _generate(
     return _json(respond(request_id, lease.name, created, result))
 
 
-_Native = TypeVar("_Native", ChatRequest, CompletionRequest)
-
-
-def _under_model_options(native: _Native, unset: set[str], model: ChatModel) -> _Native:
-    """The request with the model's default options (its Ollama ``params``) filling the sampling it left unset."""
-    native.sampling = conv_ollama.with_model_options(native.sampling, unset, model.default_options)
-    return native
-
-
 # -- chat ----------------------------------------------------------------------------------------------------
 
 
@@ -196,7 +192,6 @@ def _under_model_options(native: _Native, unset: set[str], model: ChatModel) -> 
 )
 async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> Response:
     native = convert.chat_request_to_native(body)
-    unset = convert.unset_sampling(body)
     reasoning_field = get_runtime(request).settings.reasoning_field
     logprobs = native.sampling.logprobs
 
@@ -223,11 +218,10 @@ async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> 
 
     return await _generate(
         request,
-        native.model,
+        body,
+        native,
         id_prefix="chatcmpl",
-        start=lambda model, observer: start_chat(
-            model, _under_model_options(native, unset, model), observer=observer
-        ),
+        start=start_chat,
         stream_encoder=stream_encoder if native.stream else None,
         respond=respond,
     )
@@ -244,7 +238,6 @@ async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> 
 )
 async def completions(body: oa.CompletionRequest, request: Request) -> Response:
     native = convert.completion_request_to_native(body)
-    unset = convert.unset_sampling(body)
     logprobs = native.sampling.logprobs
 
     def stream_encoder(request_id: str, model: str, created: int) -> _Encode:
@@ -268,11 +261,10 @@ async def completions(body: oa.CompletionRequest, request: Request) -> Response:
 
     return await _generate(
         request,
-        native.model,
+        body,
+        native,
         id_prefix="cmpl",
-        start=lambda model, observer: start_completion(
-            model, _under_model_options(native, unset, model), observer=observer
-        ),
+        start=start_completion,
         stream_encoder=stream_encoder if native.stream else None,
         respond=respond,
     )
