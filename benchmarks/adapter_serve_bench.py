@@ -37,19 +37,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.adapter_bench import PROMPTS  # noqa: E402  (the same prompts as the engine-level benchmark)
+
 from benchmarks import _serve_client as client  # noqa: E402
 from benchmarks import _serve_peers as peers  # noqa: E402
-
-PROMPTS = [
-    "Write a short poem about the sea.",
-    "Explain why the sky is blue.",
-    "Give three tips for learning a language.",
-    "Describe a walk in the forest.",
-    "What makes a good cup of tea?",
-    "Tell me about the history of bicycles.",
-    "How do bees make honey?",
-    "Describe the city at night.",
-]
 
 
 def eog_tokens(model: Path) -> list[int]:
