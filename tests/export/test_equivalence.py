@@ -45,10 +45,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     base_logits = torch_logits(model, tokens)
     with warnings.catch_warnings():  # PEFT and transformers warn about each other's deprecations
         warnings.simplefilter("ignore")
+        # seeded before PEFT draws lora_A: the adapter (and so every agreement figure) is the same on every run
+        torch.manual_seed(0)
         peft_model = get_peft_model(
             model, LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS, lora_dropout=0.0)
         )
-        torch.manual_seed(0)
         with torch.no_grad():
             for name, param in peft_model.named_parameters():
                 if "lora_B" in name:
@@ -142,14 +143,12 @@ def test_merged_from_q4_1_base_f16_matches_peft(setup: dict[str, Any]) -> None:
 
 
 def test_merged_from_q4_1_base_q8_0_matches_peft(setup: dict[str, Any]) -> None:
-    """Quantized to Q8_0 (the --merge default for a 4-bit base). Q8_0 adds a second, 8-bit rounding on top of the
-    Q4_1 base's own error; measured top-1 was 94.9-95.3% across runs (the training in ``setup`` is not bit-exact
-    between runs), so the issue's 95% sits inside the noise here: the bound is 94% with the same KL bound. The
-    issue's Q4_1 bounds are held by the adapter on the Q4_1 base and the F16 merge (tests above)."""
+    """Quantized to Q8_0 (the --merge default for a 4-bit base): a second, 8-bit rounding on top of the Q4_1 base's
+    own error, held to the issue's Q4_1 bounds all the same (measured 97.0% top-1, KL 0.004)."""
     quantize(_merged_from_q4_1(setup), setup["work"] / "merged-q8_0.gguf", "Q8_0", threads=1)
     stats = logit_agreement(setup["peft"], llama_logits(setup["work"] / "merged-q8_0.gguf", setup["tokens"]))
     _report("PEFT vs merged (Q4_1 base) GGUF quantized to Q8_0", stats)
-    assert stats["top1"] >= 0.94
+    assert stats["top1"] >= 0.95
     assert stats["mean_kl"] < 0.01
 
 
