@@ -145,10 +145,11 @@ class LlamaCppEngine:
         # A grammar that applies after ``grammar_after`` (a forced tool call or JSON answer after thinking) means an
         # answer is owed: track that text even without a budget, so that an end-of-generation token sampled
         # before it closes the thinking (the text is forced, like a spent budget) instead of ending unanswered.
-        owes_answer = bool(request.grammar and request.grammar_after)
-        if owes_answer and budget is None:
-            budget = ThinkBudget(max_tokens=sys.maxsize, end_text=str(request.grammar_after))
-        owes_answer = owes_answer and budget is not None and budget.end_text == request.grammar_after
+        owes_answer = False
+        if request.grammar and request.grammar_after:
+            if budget is None:
+                budget = ThinkBudget(max_tokens=sys.maxsize, end_text=request.grammar_after)
+            owes_answer = budget.end_text == request.grammar_after
         think = ThinkTracker(budget) if budget is not None else None
         forced = self.tokenize(budget.end_text) if budget is not None else []
         sampler = Sampler.build(self.model, request)

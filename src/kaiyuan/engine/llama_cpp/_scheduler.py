@@ -59,9 +59,7 @@ class Job:
     adapter_ptrs: list[Any] = field(default_factory=list)
     think: ThinkTracker | None = None
     forced_tokens: list[int] = field(default_factory=list)  # tokens of the think budget's end_text
-    owes_answer: bool = (
-        False  # end-of-generation while thinking forces end_text (a grammar answer must follow)
-    )
+    owes_answer: bool = False  # a grammar answer is owed: end-of-generation while thinking forces end_text
     slot: Slot | None = None
     pending: list[int] = field(default_factory=list)  # tokens to decode next: prompt remainder, then sampled
     prefilling: bool = True  # prompt tokens still to be queued for decoding
