@@ -144,45 +144,11 @@ def sampling_from_options(
     opts: Mapping[str, Any], *, logprobs: bool = False, top_logprobs: int = 0
 ) -> tuple[SamplingParams, int | None]:
     """Native sampling settings from Ollama options, and the requested context window (``num_ctx``) if any.
-
-    ``num_predict`` -1 (infinite) and -2 (fill the context) mean no limit; a negative ``seed`` means random.
     Options kaiyuan does not act on are logged once each (the request still runs)."""
-    for name in ol.IGNORED_OPTIONS:
-        if opts.get(name) is not None:
-            ol.log_once(
-                ("option", name),
-                "Ollama option %r is accepted but has no effect in kaiyuan (logged once)",
-                name,
-            )
-    defaults = SamplingParams()
-    num_predict = opts.get("num_predict")
-    seed = opts.get("seed")
-    stop = opts.get("stop")
-    stops = [stop] if isinstance(stop, str) else list(stop or [])
-    if len(stops) > _MAX_STOPS:
-        raise InvalidRequest(
-            f"at most {_MAX_STOPS} stop sequences are supported, got {len(stops)}", param="options.stop"
-        )
-    sampling = SamplingParams(
-        temperature=_pick(opts.get("temperature"), defaults.temperature),
-        top_p=_pick(opts.get("top_p"), defaults.top_p),
-        top_k=_pick(opts.get("top_k"), defaults.top_k),
-        min_p=_pick(opts.get("min_p"), defaults.min_p),
-        max_tokens=int(num_predict) if num_predict is not None and num_predict >= 0 else None,
-        stop=[s for s in stops if s],
-        seed=int(seed) if seed is not None and seed >= 0 else None,
-        presence_penalty=_pick(opts.get("presence_penalty"), defaults.presence_penalty),
-        frequency_penalty=_pick(opts.get("frequency_penalty"), defaults.frequency_penalty),
-        repetition_penalty=_pick(opts.get("repeat_penalty"), defaults.repetition_penalty),
-        logprobs=logprobs,
-        top_logprobs=top_logprobs,
-    )
+    _log_ignored_options(opts)
+    sampling = SamplingParams(**_sampling_fields(opts), logprobs=logprobs, top_logprobs=top_logprobs)
     num_ctx = opts.get("num_ctx")
     return sampling, int(num_ctx) if num_ctx is not None else None
-
-
-def _pick(value: Any, default: Any) -> Any:
-    return default if value is None else value
 
 
 def with_model_options(
@@ -192,11 +158,10 @@ def with_model_options(
     (Ollama-named: ``temperature``, ``num_predict``, ``stop`` ...), as Ollama applies a model's parameters on its
     OpenAI-compatible endpoints too."""
     options = options_dict(None, model_options)
-    chosen = {_SAMPLING_OF_OPTION[key] for key in options if key in _SAMPLING_OF_OPTION} & set(unset)
-    if not chosen:
-        return sampling
-    model_sampling, _ = sampling_from_options(options)
-    return replace(sampling, **{name: getattr(model_sampling, name) for name in chosen})
+    _log_ignored_options(options)
+    wanted = set(unset)
+    chosen = {name: value for name, value in _sampling_fields(options).items() if name in wanted}
+    return replace(sampling, **chosen) if chosen else sampling
 
 
 # Ollama option -> the SamplingParams field it sets
@@ -205,6 +170,39 @@ _SAMPLING_OF_OPTION = {
     "stop": "stop", "seed": "seed", "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
     "repeat_penalty": "repetition_penalty",
 }  # fmt: skip
+
+
+def _sampling_fields(opts: Mapping[str, Any]) -> dict[str, Any]:
+    """The SamplingParams fields that Ollama options set; an option that is absent or null sets nothing.
+
+    ``num_predict`` -1 (infinite) and -2 (fill the context) mean no limit; a negative ``seed`` means random."""
+    fields: dict[str, Any] = {}
+    for option, name in _SAMPLING_OF_OPTION.items():
+        value = opts.get(option)
+        if value is None:
+            continue
+        if option in ("num_predict", "seed"):
+            value = int(value) if value >= 0 else None
+        elif option == "stop":
+            stops = [value] if isinstance(value, str) else list(value)
+            if len(stops) > _MAX_STOPS:
+                raise InvalidRequest(
+                    f"at most {_MAX_STOPS} stop sequences are supported, got {len(stops)}",
+                    param="options.stop",
+                )
+            value = [s for s in stops if s]
+        fields[name] = value
+    return fields
+
+
+def _log_ignored_options(opts: Mapping[str, Any]) -> None:
+    for name in ol.IGNORED_OPTIONS:
+        if opts.get(name) is not None:
+            ol.log_once(
+                ("option", name),
+                "Ollama option %r is accepted but has no effect in kaiyuan (logged once)",
+                name,
+            )
 
 
 def response_format_from(value: Any) -> dict[str, Any] | None:
