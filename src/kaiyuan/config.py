@@ -23,6 +23,7 @@ Environment variables (each maps to the field of the same name):
     KAIYUAN_HF_TOKEN        Hugging Face access token for pulls (falls back to HF_TOKEN); default none
     KAIYUAN_MODELSCOPE_ENDPOINT  ModelScope endpoint; default https://www.modelscope.cn
     KAIYUAN_OLLAMA_REGISTRY Ollama registry; default https://registry.ollama.ai
+    KAIYUAN_PULL_TIMEOUT    seconds a pull waits for a hub to connect or send more bytes; default 30
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class Settings:
     )  # Hugging Face access token for pulls; None = anonymous
     modelscope_endpoint: str = "https://www.modelscope.cn"  # ModelScope hub endpoint
     ollama_registry: str = "https://registry.ollama.ai"  # Ollama registry endpoint
+    pull_timeout: int = 30  # seconds a pull waits for a hub to connect or to send more bytes
     policy: dict[str, Any] = field(default_factory=dict)  # raw [policy] table of kaiyuan.toml
     models: dict[str, Any] = field(default_factory=dict)  # raw [models.<name>] tables (per-model settings)
 
@@ -113,6 +115,7 @@ _FIELD_TYPES: dict[str, type] = {
     "hf_token": str,
     "modelscope_endpoint": str,
     "ollama_registry": str,
+    "pull_timeout": int,
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {

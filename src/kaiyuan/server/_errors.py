@@ -35,7 +35,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kaiyuan.errors import AuthenticationError, KaiyuanError, LicenseDenied, ModelNotFound, Overloaded
+from kaiyuan.errors import (
+    AuthenticationError,
+    KaiyuanError,
+    LicenseDenied,
+    ModelNotFound,
+    Overloaded,
+    PullError,
+)
 from kaiyuan.protocol import openai as oa
 
 __all__ = [
@@ -82,7 +89,9 @@ def error_status_and_headers(exc: KaiyuanError) -> tuple[int, dict[str, str]]:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     if isinstance(exc, AuthenticationError):
         headers["WWW-Authenticate"] = "Bearer"
-    if status >= 500 and not isinstance(exc, Overloaded):
+    if isinstance(exc, PullError):  # a hub or the network failed, not kaiyuan: one line, no traceback
+        log.warning("pull failed: %s", exc.message)
+    elif status >= 500 and not isinstance(exc, Overloaded):
         log.error("request failed: %s", exc.message, exc_info=exc)
     return status, headers
 

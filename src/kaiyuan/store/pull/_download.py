@@ -4,7 +4,9 @@ Owns: the HTTP side of getting a file's bytes: ``Range`` requests that continue 
 interrupted pull (also within one pull: a connection cut mid-body is retried from where it stopped), hashing while
 writing (SHA-256, plus the git blob SHA-1 when that is all a hub publishes), checking the size and digest at the
 end (a mismatch deletes the file and raises ``DigestMismatch``), throttled progress reports ``(done, total)`` and
-cancellation between chunks. HTTP errors become ``PullError`` / ``ModelNotFound`` with what to do next.
+cancellation between chunks. HTTP errors become ``PullError`` / ``ModelNotFound`` with what to do next, and
+network failures (DNS, refused, reset, TLS, timeout, proxy) one ``PullError`` line naming the host and what to
+check (``network_error``).
 
 Must not know hubs, manifests or names: callers give a URL, headers and what the bytes must hash to.
 """
@@ -16,6 +18,8 @@ import hashlib
 import logging
 import os
 import re
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +32,17 @@ import httpx
 from kaiyuan.errors import DigestMismatch, InvalidRequest, ModelNotFound, PullError
 from kaiyuan.store._blobs import normalise_digest
 
-__all__ = ["CHUNK", "Expected", "cancelled", "check_response", "download", "http_client", "sha256_or_none"]
+__all__ = [
+    "CHUNK",
+    "Expected",
+    "cancelled",
+    "check_response",
+    "download",
+    "http_client",
+    "network_error",
+    "network_problem",
+    "sha256_or_none",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +74,76 @@ def sha256_or_none(value: Any) -> str | None:
         return None
 
 
-def http_client(timeout: float = 60.0) -> httpx.Client:
-    """The HTTP client pulls use: redirects followed (httpx drops ``Authorization`` when leaving the host)."""
+def http_client(timeout: float = 30.0) -> httpx.Client:
+    """The HTTP client pulls use: redirects followed (httpx drops ``Authorization`` when leaving the host), at most
+    ``timeout`` seconds to connect or between two reads (``Settings.pull_timeout``)."""
     return httpx.Client(
         follow_redirects=True,
-        timeout=httpx.Timeout(timeout, connect=30.0),
+        timeout=httpx.Timeout(timeout),
         headers={"User-Agent": "kaiyuan-pull"},
     )
+
+
+_ENDPOINT = "the hub endpoint setting"
+
+
+def _host(url: httpx.URL) -> str:
+    """``host`` or ``host:port`` when the port is not the scheme's default."""
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    return url.host + (f":{url.port}" if url.port and url.port != default else "")
+
+
+def _host_of(exc: Exception) -> str:
+    try:
+        url = exc.request.url if isinstance(exc, httpx.RequestError) else None
+    except RuntimeError:  # an httpx error raised before a request was attached
+        url = None
+    return "the hub" if url is None else _host(url)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def network_problem(exc: Exception, setting: str = _ENDPOINT) -> str:
+    """What went wrong on the network, in words: the host and what to check (``setting`` names the endpoint)."""
+    host = _host_of(exc)
+    chain = _causes(exc)
+    text = " ".join(str(e) for e in chain).lower()
+    if isinstance(exc, httpx.ProxyError):
+        return f"the proxy failed to reach {host}; check HTTPS_PROXY / HTTP_PROXY / NO_PROXY"
+    if isinstance(exc, httpx.TimeoutException):
+        return (
+            f"{host} did not answer in time; check your network connection and {setting}, "
+            "or raise KAIYUAN_PULL_TIMEOUT"
+        )
+    if any(isinstance(e, socket.gaierror) for e in chain) or any(
+        marker in text
+        for marker in ("name or service not known", "name resolution", "nodename nor servname", "getaddrinfo")
+    ):
+        return f"cannot resolve the host name {host}; check your network connection and DNS, or {setting}"
+    if any(isinstance(e, ssl.SSLError) for e in chain) or "certificate" in text or "[ssl" in text:
+        return (
+            f"the TLS handshake with {host} failed; check the system clock, SSL_CERT_FILE, or a proxy that "
+            "intercepts HTTPS"
+        )
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in text:
+        return f"{host} refused the connection; check {setting} and that the hub is up"
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return f"the URL {host} cannot be used ({exc}); check {setting}"
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect to {host}; check your network connection and {setting}"
+    return f"the connection to {host} broke off ({type(exc).__name__}); check your network connection"
+
+
+def network_error(exc: Exception, what: str, setting: str = _ENDPOINT) -> PullError:
+    """One ``PullError`` line for an httpx failure: what could not be fetched, why, and what to check."""
+    return PullError(f"{what}: {network_problem(exc, setting)}")
 
 
 def cancelled() -> PullError:
@@ -80,12 +157,16 @@ def check_response(response: httpx.Response, what: str, *, hint: str = "") -> No
         return
     extra = f"; {hint}" if hint else ""
     if status == 404:
-        raise ModelNotFound(f"{what} not found (HTTP 404 from {response.request.url.host}){extra}")
+        raise ModelNotFound(f"{what} not found (HTTP 404 from {_host(response.request.url)}){extra}")
     if status in (401, 403):
         raise PullError(f"{what}: access denied (HTTP {status}){extra or '; check your access token'}")
     if status == 429:
         raise PullError(f"{what}: the hub is rate limiting (HTTP 429); wait a moment and pull again")
-    raise PullError(f"{what}: HTTP {status} from {response.request.url.host}{extra}")
+    if status >= 500:
+        raise PullError(
+            f"{what}: {_host(response.request.url)} failed to answer (HTTP {status}); the hub is down or overloaded, pull again later"
+        )
+    raise PullError(f"{what}: HTTP {status} from {_host(response.request.url)}{extra}")
 
 
 class _Hashers:
@@ -141,6 +222,7 @@ def download(
     cancel: threading.Event | None = None,
     retries: int = _RETRIES,
     hint: str = "",
+    setting: str = _ENDPOINT,
 ) -> str:
     """Download ``url`` into ``dest``, continuing what ``dest`` already holds; returns the file's ``sha256-<hex>``.
 
@@ -207,7 +289,7 @@ def download(
             attempts += 1
             if attempts > retries:
                 raise PullError(
-                    f"{what}: the download broke off at {done} of {total or '?'} bytes ({exc}); "
+                    f"{what}: the download stopped at {done} of {total or '?'} bytes: {network_problem(exc, setting)}; "
                     f"run the pull again to resume"
                 ) from exc
             log.warning(

@@ -36,7 +36,7 @@ from kaiyuan.store._facts import gguf_facts, license_from_gguf, lineage_from_ggu
 from kaiyuan.store._manifest import BlobRef, Manifest
 from kaiyuan.store._names import parse_name
 from kaiyuan.store._policy import _check_policy
-from kaiyuan.store.pull._download import Expected, download, http_client
+from kaiyuan.store.pull._download import Expected, download, http_client, network_error
 from kaiyuan.store.pull._hf import HuggingFace
 from kaiyuan.store.pull._modelscope import ModelScope
 from kaiyuan.store.pull._ollama_registry import OllamaRegistry, parse_params, registry_url
@@ -176,6 +176,17 @@ def _plan(ref: PullRef, settings: Settings, client: httpx.Client, emit: PullList
     return _ollama_plan(ref, settings, client)
 
 
+def _endpoint_setting(ref: PullRef) -> str:
+    """The setting a user checks when the hub of ``ref`` cannot be reached."""
+    if ref.hub == "hf":
+        return "HF_ENDPOINT / KAIYUAN_HF_ENDPOINT"
+    if ref.hub == "ms":
+        return "KAIYUAN_MODELSCOPE_ENDPOINT"
+    if ref.registry is not None:
+        return f"the registry host {ref.registry} in the reference"
+    return "KAIYUAN_OLLAMA_REGISTRY"
+
+
 def _existing(store: ModelStore, name: str) -> Manifest | None:
     try:
         return store.resolve(name)
@@ -224,18 +235,23 @@ def pull_model(
     name raises ``ModelExists`` unless ``overwrite`` (or unless it came from the same reference: a pull updates
     it). Raises ``LicenseDenied`` before any weights are fetched when the policy forbids the declared license,
     ``ModelNotFound`` for a repository, file or tag the hub does not have, ``DigestMismatch`` for a corrupt
-    download, ``PullError`` for network trouble (run the pull again: it resumes)."""
+    download, ``PullError`` for network trouble (one line naming the host and what to check; run the pull again:
+    it resumes). Nothing is added to the store unless the whole pull succeeds."""
     parsed = parse_ref(ref)
+    setting = _endpoint_setting(parsed)
 
     def emit(event: PullEvent) -> None:
         if listener is not None:
             listener(event)
 
     own_client = client is None
-    http = client or http_client()
+    http = client or http_client(settings.pull_timeout)
     try:
         emit(PullEvent("pulling manifest"))
-        plan = _plan(parsed, settings, http, emit)
+        try:
+            plan = _plan(parsed, settings, http, emit)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise network_error(exc, parsed.text or ref, setting) from exc
         target = parse_name(name or plan.name)
         existing = _existing(store, str(target))
         if existing is not None and plan.expected.sha256 == existing.blob.digest:
@@ -252,7 +268,10 @@ def pull_model(
                 f"--name or replace it with --force"
             )
         _check_declared(plan, str(target), store.policy)
-        manifest = _fetch_and_add(plan, target, store, http, emit, cancel)
+        try:
+            manifest = _fetch_and_add(plan, target, store, http, emit, cancel, setting)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise network_error(exc, plan.what, setting) from exc
     finally:
         if own_client:
             http.close()
@@ -276,6 +295,7 @@ def _fetch_and_add(
     http: httpx.Client,
     emit: PullListener,
     cancel: threading.Event | None,
+    setting: str,
 ) -> Manifest:
     part = store.partial_dir / f".partial-pull-{_partial_key(plan)}"
     lock = FileLock(str(part) + ".lock", timeout=0)
@@ -308,6 +328,7 @@ def _fetch_and_add(
             headers=plan.headers,
             progress=on_bytes,
             cancel=cancel,
+            setting=setting,
         )
         emit(PullEvent("verifying sha256 digest"))
         try:
