@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-# The tiny-GGUF factory fixtures (tiny_gguf_factory) are available to every test.
-pytest_plugins = ["tests.fixtures.tiny_gguf"]
+# The tiny-GGUF factory (tiny_gguf_factory) and the HF-format SmolLM2 (smollm2_hf_dir) are available to every test.
+pytest_plugins = ["tests.fixtures.tiny_gguf", "tests.fixtures.hf_model"]
 
 # Tests use one llama.cpp thread: with 2 shared cores, 2 threads stall badly when anything else runs.
 os.environ.setdefault("KAIYUAN_TEST_THREADS", "1")
