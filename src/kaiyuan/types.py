@@ -148,6 +148,7 @@ class Chunk:
     tool_calls: list[ToolCallDelta] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: FinishReason | None = None
+    stop_sequence: str | None = None  # with finish_reason "stop": the stop string that ended the choice
     usage: Usage | None = None
 
 

@@ -29,7 +29,7 @@ from kaiyuan.chat.grammars import response_format_grammar
 from kaiyuan.chat.response_parser import ResponseParser
 from kaiyuan.chat.tool_grammars import build_tool_call_grammar
 from kaiyuan.engine import Engine, GenerationHandle, GenerationRequest, ThinkBudget, TokenEvent
-from kaiyuan.errors import ContextOverflow, InvalidRequest, UnsupportedFeature
+from kaiyuan.errors import ContextOverflow, InvalidRequest, KaiyuanError, UnsupportedFeature
 from kaiyuan.types import (
     ChatRequest,
     Chunk,
@@ -112,6 +112,7 @@ class ChoiceResult:
     message: Message
     finish_reason: FinishReason | None
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    stop_sequence: str | None = None  # the stop string that ended the choice, if one did
 
 
 @dataclass
@@ -134,6 +135,7 @@ class _StopBuffer:
 
     def __init__(self, stops: Sequence[str]) -> None:
         self.stops = [s for s in stops if s]
+        self.matched: str | None = None  # the stop string that was hit
         self._pending: list[tuple[str, TokenLogprob | None]] = []
 
     def push(self, text: str, lp: TokenLogprob | None) -> tuple[list[tuple[str, TokenLogprob | None]], bool]:
@@ -142,9 +144,9 @@ class _StopBuffer:
             return [(text, lp)], False
         self._pending.append((text, lp))
         joined = "".join(t for t, _ in self._pending)
-        hits = [pos for s in self.stops if (pos := joined.find(s)) >= 0]
+        hits = [(pos, s) for s in self.stops if (pos := joined.find(s)) >= 0]
         if hits:
-            cut = min(hits)
+            cut, self.matched = min(hits, key=lambda hit: hit[0])
             released: list[tuple[str, TokenLogprob | None]] = []
             start = 0
             for piece, plp in self._pending:
@@ -290,6 +292,7 @@ class _ChoiceDecoder:
         if reason == "stop" and self._call_ids:
             reason = "tool_calls"
         chunk.finish_reason = reason
+        chunk.stop_sequence = self._stops.matched if self.stop_hit else None
         return chunk
 
 
@@ -566,9 +569,26 @@ def _plan_chat(model: ChatModel, request: ChatRequest) -> _Plan:
     )
 
 
+@contextlib.contextmanager
+def _preparing() -> Iterator[None]:
+    """Preparing a request (template, tokenizer, grammar, submit) fails only with kaiyuan's own errors: anything
+    else is a bug or a resource limit, reported as a clean server error (the server answers it with its error
+    envelope and keeps the connection) with the original chained for the log."""
+    try:
+        yield
+    except KaiyuanError:
+        raise
+    except Exception as exc:
+        raise KaiyuanError(
+            f"the request could not be prepared ({type(exc).__name__}: {str(exc)[:200]}); this is a bug in kaiyuan "
+            "or in the model's chat template, the server log has the details"
+        ) from exc
+
+
 def render_prompt(model: ChatModel, request: ChatRequest) -> str:
     """The prompt text a request becomes (after the template and any think-block opening)."""
-    return _plan_chat(model, request).prompt
+    with _preparing():
+        return _plan_chat(model, request).prompt
 
 
 def _submit_all(engine: Engine, requests: list[GenerationRequest]) -> list[GenerationHandle]:
@@ -602,16 +622,17 @@ def start_chat(
     ``Overloaded``, ``InvalidRequest``, ``TemplateError``), so a server can still answer with an error status."""
     if request.n < 1:
         raise InvalidRequest("n must be at least 1", param="n")
-    plan = _plan_chat(model, request)
-    base = GenerationRequest(
-        prompt=plan.tokens,
-        sampling=request.sampling,
-        max_tokens=request.sampling.max_tokens,
-        grammar=plan.grammar,
-        grammar_after=plan.reasoning_end if plan.grammar and plan.thinking else None,
-        think_budget=plan.think_budget,
-    )
-    handles = _submit_all(model.engine, _per_choice(base, request.n))
+    with _preparing():
+        plan = _plan_chat(model, request)
+        base = GenerationRequest(
+            prompt=plan.tokens,
+            sampling=request.sampling,
+            max_tokens=request.sampling.max_tokens,
+            grammar=plan.grammar,
+            grammar_after=plan.reasoning_end if plan.grammar and plan.thinking else None,
+            think_budget=plan.think_budget,
+        )
+        handles = _submit_all(model.engine, _per_choice(base, request.n))
     decoders = [
         _ChoiceDecoder(
             i,
@@ -641,18 +662,21 @@ def start_completion(
     ``response_format`` honoured, ``echo`` repeats the prompt first."""
     if request.n < 1:
         raise InvalidRequest("n must be at least 1", param="n")
-    tokens = model.engine.tokenize(request.prompt, add_special=True, parse_special=True)
-    grammar = None
-    if request.response_format is not None:
-        grammar = response_format_grammar(request.response_format, budget_tokens=request.sampling.max_tokens)
-    base = GenerationRequest(
-        prompt=tokens, sampling=request.sampling, max_tokens=request.sampling.max_tokens, grammar=grammar
-    )
-    try:
-        handles = _submit_all(model.engine, _per_choice(base, request.n))
-    except ContextOverflow as exc:
-        exc.param = "prompt"
-        raise
+    with _preparing():
+        tokens = model.engine.tokenize(request.prompt, add_special=True, parse_special=True)
+        grammar = None
+        if request.response_format is not None:
+            grammar = response_format_grammar(
+                request.response_format, budget_tokens=request.sampling.max_tokens
+            )
+        base = GenerationRequest(
+            prompt=tokens, sampling=request.sampling, max_tokens=request.sampling.max_tokens, grammar=grammar
+        )
+        try:
+            handles = _submit_all(model.engine, _per_choice(base, request.n))
+        except ContextOverflow as exc:
+            exc.param = "prompt"
+            raise
     decoders = [
         _ChoiceDecoder(
             i,
@@ -704,6 +728,7 @@ class _Collector:
         self.calls: dict[int, dict[int, ToolCall]] = {}
         self.logprobs: dict[int, list[TokenLogprob]] = {}
         self.finish: dict[int, FinishReason | None] = {}
+        self.stop_sequence: dict[int, str | None] = {}
         self.usage = Usage()
 
     def add(self, chunk: Chunk) -> None:
@@ -721,6 +746,7 @@ class _Collector:
             call.arguments += delta.arguments
         if chunk.finish_reason is not None:
             self.finish[i] = chunk.finish_reason
+            self.stop_sequence[i] = chunk.stop_sequence
 
     def result(self) -> ChatResult:
         choices = []
@@ -734,7 +760,9 @@ class _Collector:
                 reasoning_content=reasoning or None,
                 tool_calls=calls,
             )
-            choices.append(ChoiceResult(i, message, self.finish[i], self.logprobs.get(i, [])))
+            choices.append(
+                ChoiceResult(i, message, self.finish[i], self.logprobs.get(i, []), self.stop_sequence.get(i))
+            )
         return ChatResult(choices=choices, usage=self.usage)
 
 
