@@ -51,9 +51,10 @@ def _check_gguf_header(path: str) -> None:
 
 
 class Model:
-    """A llama.cpp model loaded from a GGUF file, with its vocabulary and any LoRA adapters loaded for it."""
+    """A llama.cpp model loaded from a GGUF file, with its vocabulary and any LoRA adapters loaded for it.
+    ``vocab_only`` loads the vocabulary alone (no weights): enough to tokenize and detokenize."""
 
-    def __init__(self, path: str, *, use_mmap: bool = True) -> None:
+    def __init__(self, path: str, *, use_mmap: bool = True, vocab_only: bool = False) -> None:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise InvalidModelFile(f"model file not found: {path}")
@@ -61,6 +62,10 @@ class Model:
         _init_backend()
         params = lib.llama_model_default_params()
         params.use_mmap = use_mmap
+        params.vocab_only = vocab_only
+        # No extra buffer types (AMX/repacked weights): on AMX CPUs llama-cpp-python 0.3.36 built natively
+        # segfaults in ggml_backend_amx_mul_mat on the first decode (Q4_1 SmolLM2, 1 or 2 threads).
+        params.use_extra_bufts = False
         params.n_gpu_layers = 0
         ptr = lib.llama_model_load_from_file(path.encode(), params)
         if not ptr:
