@@ -20,8 +20,15 @@ def test_models_lists_the_bundled_model_with_its_license(store_server) -> None:
     app, _ = store_server()
     data = run(get(app, "/v1/models")).json()
     assert data["object"] == "list"
-    (entry,) = data["data"]
+    entry, *aliases = data["data"]
+    # every name the server answers to is listed (OpenAI clients look for the id they use); aliases say whose
+    assert [(a["id"], a["alias_of"]) for a in aliases] == [
+        ("smollm2:latest", "smollm2:135m"),
+        ("smollm2", "smollm2:135m"),
+    ]
+    assert all(a["license"] == entry["license"] and a["created"] == entry["created"] for a in aliases)
     assert entry["id"] == "smollm2:135m" and entry["object"] == "model" and entry["owned_by"] == "kaiyuan"
+    assert "alias_of" not in entry
     assert isinstance(entry["created"], int) and entry["loaded"] is False
     assert entry["license"]["id"] == "apache-2.0" and entry["license"]["commercial_use"] == "allowed"
     assert entry["context_length"] == 8192
@@ -30,7 +37,9 @@ def test_models_lists_the_bundled_model_with_its_license(store_server) -> None:
 def test_model_by_alias_and_unknown_model(store_server) -> None:
     app, _ = store_server()
     entry = run(get(app, "/v1/models/smollm2")).json()
-    assert entry["id"] == "smollm2:135m" and entry["license"]["spdx"] == "Apache-2.0"
+    assert entry["id"] == "smollm2" and entry["alias_of"] == "smollm2:135m"
+    assert entry["license"]["spdx"] == "Apache-2.0"
+    assert "alias_of" not in run(get(app, "/v1/models/smollm2:135m")).json()
     resp = run(get(app, "/v1/models/smollm3"))
     assert resp.status_code == 404
     err = resp.json()["error"]

@@ -117,6 +117,19 @@ def test_liveness_version_and_list(server: Server) -> None:
     assert model.size > 90_000_000 and model.modified_at is not None and len(model.digest or "") == 64
 
 
+def test_listed_names_answer_and_the_name_clients_use_is_listed(server: Server) -> None:
+    client = server.client()
+    names = [m.model for m in client.list().models]
+    assert sorted(names) == [
+        "smollm2:135m",
+        "smollm2:latest",
+    ]  # "smollm2" is "smollm2:latest" to Ollama clients
+    for name in names:
+        out = client.generate(model=name, prompt="Hi", options={"num_predict": 1})
+        assert out.done and out.eval_count == 1
+        assert name in [m.model for m in client.ps().models]
+
+
 def test_chat_stream_matches_non_stream(server: Server) -> None:
     client = server.client()
     whole = client.chat(model=MODEL, messages=QUESTION, options=GREEDY)
@@ -174,7 +187,11 @@ def test_show_and_ps(server: Server) -> None:
     assert "<|im_start|>" in shown.template and shown.modelinfo["general.architecture"] == "llama"
     assert "completion" in shown.capabilities and shown.details.parameter_size == "134.5M"
     running = client.ps().models
-    assert [m.model for m in running] == ["smollm2:135m"] and running[0].context_length == 1024
+    assert [m.model for m in running] == [
+        "smollm2:135m",
+        "smollm2:latest",
+    ]  # "smollm2", as Ollama clients say
+    assert running[0].context_length == 1024
     assert running[0].expires_at is not None and running[0].size_vram == 0
 
 

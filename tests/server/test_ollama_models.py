@@ -17,6 +17,8 @@ from tests.fixtures.tiny_gguf import template_text
 from tests.server._support import client, get, post, run
 from tests.store.pull.hub_standin import HubStandIn, sha256_hex
 
+BUNDLED = ["smollm2:135m", "smollm2:latest"]  # the bundled model's listed names
+
 
 def lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -30,8 +32,13 @@ async def delete(app: Any, body: Any) -> Any:
 def test_tags_lists_the_store(store_server) -> None:
     app, _ = store_server()
     data = run(get(app, "/api/tags")).json()
-    (model,) = data["models"]
+    model, alias = sorted(data["models"], key=lambda m: m["name"])
     assert model["name"] == model["model"] == "smollm2:135m"
+    # Ollama clients normalise "smollm2" to "smollm2:latest" and look for that name: it is listed as well
+    assert alias["name"] == alias["model"] == "smollm2:latest"
+    assert {k: v for k, v in alias.items() if k not in ("name", "model")} == {
+        k: v for k, v in model.items() if k not in ("name", "model")
+    }
     assert len(model["digest"]) == 64 and model["size"] > 90_000_000
     assert model["details"] == {
         "parent_model": "",
@@ -70,8 +77,13 @@ def test_ps_version_and_head(store_server) -> None:
     app, _ = store_server(["Hi"])
     assert run(get(app, "/api/ps")).json() == {"models": []}
     run(post(app, "/api/generate", {"model": "smollm2", "prompt": "x", "stream": False}))
-    (entry,) = run(get(app, "/api/ps")).json()["models"]
+    entry, alias = run(get(app, "/api/ps")).json()["models"]
     assert entry["name"] == "smollm2:135m" and entry["size_vram"] == 0 and entry["context_length"] == 4096
+    assert alias == {
+        **entry,
+        "name": "smollm2:latest",
+        "model": "smollm2:latest",
+    }  # the name Ollama clients use
     assert entry["details"]["family"] == "llama" and entry["expires_at"] > "2200"
     assert run(get(app, "/api/version")).json() == {"version": OLLAMA_API_VERSION, "kaiyuan": __version__}
 
@@ -89,7 +101,7 @@ def test_copy_then_delete(store_server) -> None:
     app, _ = store_server(["Hi"])
     assert run(post(app, "/api/copy", {"source": "smollm2", "destination": "mine"})).status_code == 200
     names = [m["name"] for m in run(get(app, "/api/tags")).json()["models"]]
-    assert sorted(names) == ["mine:latest", "smollm2:135m"]
+    assert sorted(names) == ["mine:latest", "smollm2:135m", "smollm2:latest"]
     data = run(
         post(
             app,
@@ -101,7 +113,7 @@ def test_copy_then_delete(store_server) -> None:
     assert [m["name"] for m in run(get(app, "/api/ps")).json()["models"]] == ["mine:latest"]
     assert run(delete(app, {"model": "mine"})).status_code == 200
     assert run(get(app, "/api/ps")).json()["models"] == []  # deleting unloads it
-    assert [m["name"] for m in run(get(app, "/api/tags")).json()["models"]] == ["smollm2:135m"]
+    assert sorted(m["name"] for m in run(get(app, "/api/tags")).json()["models"]) == BUNDLED
     again = run(delete(app, {"model": "mine"}))
     assert again.status_code == 404 and again.json()["error"].startswith("model 'mine' not found")
     bundled = run(delete(app, {"name": "smollm2"}))
@@ -179,4 +191,4 @@ def test_pull_errors(store_server, hub_with_tiny) -> None:
     hub.corrupt.add(sha256_hex(tiny))
     corrupt = lines(run(post(app, "/api/pull", {"model": "tiny"})).text)
     assert "the download is corrupt" in corrupt[-1]["error"]
-    assert [m["name"] for m in run(get(app, "/api/tags")).json()["models"]] == ["smollm2:135m"]
+    assert sorted(m["name"] for m in run(get(app, "/api/tags")).json()["models"]) == BUNDLED

@@ -103,9 +103,23 @@ def test_startup_prints_the_url_and_health(server: Server) -> None:
 
 def test_models_list(server: Server) -> None:
     models = server.client().models.list()
-    (model,) = models.data
+    model, *aliases = models.data
     assert model.id == "smollm2:135m" and model.owned_by == "kaiyuan"
     assert model.model_extra["license"]["id"] == "apache-2.0"
+    assert [(a.id, a.model_extra["alias_of"]) for a in aliases] == [
+        ("smollm2:latest", "smollm2:135m"),
+        ("smollm2", "smollm2:135m"),
+    ]
+
+
+def test_every_listed_id_answers_and_the_ids_clients_use_are_listed(server: Server) -> None:
+    client = server.client()
+    ids = [m.id for m in client.models.list().data]
+    assert MODEL in ids  # the name this module (and the README) uses
+    for model_id in ids:
+        assert client.models.retrieve(model_id).id == model_id
+        out = client.chat.completions.create(model=model_id, messages=QUESTION, max_tokens=1)
+        assert out.choices[0].finish_reason == "length"
 
 
 def test_stream_with_usage_matches_non_stream_at_temperature_zero(server: Server) -> None:

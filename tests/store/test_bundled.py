@@ -122,3 +122,19 @@ def test_a_user_model_named_like_the_bundled_one_is_kept(kaiyuan_home: Path, tmp
     again = ModelStore(kaiyuan_home).resolve("smollm2")
     assert again.source.startswith("import:")
     assert again.parameters < 10e6
+
+
+def test_names_lists_each_name_a_client_may_use(kaiyuan_home: Path) -> None:
+    store = ModelStore(kaiyuan_home)
+    names = [(name, m.full_name) for name, m in store.names()]
+    assert names == [("smollm2:135m", "smollm2:135m"), ("smollm2:latest", "smollm2:135m")]
+    assert all(store.resolve(name).full_name == model for name, model in names)
+    store.copy("smollm2", "mine")
+    assert [name for name, _ in store.names()] == ["mine:latest", "smollm2:135m", "smollm2:latest"]
+    store.copy("mine", "smollm2:latest")  # a model of that name shadows the alias: listed once, as itself
+    listed = [(name, m.full_name) for name, m in store.names()]
+    assert listed == [
+        ("mine:latest", "mine:latest"),
+        ("smollm2:135m", "smollm2:135m"),
+        ("smollm2:latest", "smollm2:latest"),
+    ]

@@ -659,9 +659,11 @@ def embedding_response(
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def model_object(info: ModelInfo, *, loaded: bool, license: dict[str, Any] | None = None) -> oa.ModelObject:
-    """A ``/v1/models`` entry. ``license`` is the license package's summary when available, else the summary the
-    store recorded in ``ModelInfo``."""
+def model_object(
+    info: ModelInfo, *, loaded: bool, license: dict[str, Any] | None = None, listed_as: str | None = None
+) -> oa.ModelObject:
+    """A ``/v1/models`` entry, with id ``listed_as`` when that is another name for the model. ``license`` is the
+    license package's summary when available, else the summary the store recorded in ``ModelInfo``."""
     lic = (
         license
         if license is not None
@@ -673,11 +675,13 @@ def model_object(info: ModelInfo, *, loaded: bool, license: dict[str, Any] | Non
             "commercial_use": info.license.commercial_use,
         }
     )
+    alias = listed_as if listed_as not in (None, info.name) else None
     return oa.ModelObject(
-        id=info.name,
+        id=alias or info.name,
         created=int(info.created),
         owned_by="kaiyuan",
         license=oa.LicenseObject(**lic),
         loaded=loaded,
         context_length=info.context_length or None,
+        **({"alias_of": info.name} if alias else {}),  # unset otherwise: left out of the JSON
     )

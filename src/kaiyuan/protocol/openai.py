@@ -566,6 +566,10 @@ class ModelObject(_Response):
     license: LicenseObject | None = Field(default=None, description="The model's license summary.")
     loaded: bool | None = Field(default=None, description="Whether the server holds the model in memory now.")
     context_length: int | None = Field(default=None, description="Context window the model was trained for.")
+    alias_of: str | None = Field(
+        default=None,
+        description="When this id is another name for a model (smollm2, smollm2:latest): that model's name:tag.",
+    )
 
 
 class ModelList(_Response):

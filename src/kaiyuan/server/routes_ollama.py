@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -362,8 +363,8 @@ async def embeddings(body: ol.EmbeddingRequest, request: Request) -> Response:
 @router.get("/api/tags", response_model=ol.ListResponse, summary="List the models in the store")
 async def tags(request: Request) -> Response:
     runtime = get_runtime(request)
-    manifests = await asyncio.to_thread(runtime.store.list)
-    models = [conv.list_model(m.to_model_info()) for m in manifests]
+    names = await asyncio.to_thread(runtime.store.names)  # aliases too: each name a client may ask for
+    models = [conv.list_model(dataclasses.replace(m.to_model_info(), name=name)) for name, m in names]
     models.sort(key=lambda m: m.modified_at, reverse=True)  # Ollama lists the newest first
     return json_response(ol.ListResponse(models=models))
 
@@ -372,11 +373,20 @@ async def tags(request: Request) -> Response:
 async def ps(request: Request) -> Response:
     runtime = get_runtime(request)
     keeper = _keep_alive(request)
+    loaded = runtime.models.loaded()
+    aliases: dict[str, list[str]] = {}
+    if loaded:
+        for name, manifest in await asyncio.to_thread(runtime.store.names):
+            if name != manifest.full_name:
+                aliases.setdefault(manifest.full_name, []).append(name)
     out = []
-    for entry in runtime.models.loaded():
+    for entry in loaded:
         engine = entry.model.engine
         info = entry.model.info or ModelInfo(name=entry.name, path=engine.model_path)
-        out.append(conv.process_model(info, expires_at=keeper.expires_at(entry), context_length=engine.n_ctx))
+        expires_at = keeper.expires_at(entry)
+        for name in [info.name, *aliases.get(info.name, [])]:  # listed under each name a client may use
+            listed = dataclasses.replace(info, name=name)
+            out.append(conv.process_model(listed, expires_at=expires_at, context_length=engine.n_ctx))
     return json_response(ol.ProcessResponse(models=out))
 
 

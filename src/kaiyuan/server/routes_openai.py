@@ -71,15 +71,24 @@ def _license_of(manifest: Manifest) -> dict[str, Any] | None:
         return None
 
 
+def _openai_ids(name: str) -> list[str]:
+    """The ids a ``name:tag`` is listed under: OpenAI clients do not normalise ``mine`` to ``mine:latest`` the
+    way Ollama clients do, so a ``:latest`` name is listed bare as well."""
+    return [name, name.removesuffix(":latest")] if name.endswith(":latest") else [name]
+
+
 def _model_objects(runtime: Runtime) -> list[oa.ModelObject]:
     out = []
-    for manifest in runtime.store.list():
+    licenses: dict[str, dict[str, Any] | None] = {}
+    for name, manifest in runtime.store.names():
         info = manifest.to_model_info()
-        out.append(
-            convert.model_object(
-                info, loaded=runtime.models.is_loaded(info.name), license=_license_of(manifest)
+        if info.name not in licenses:
+            licenses[info.name] = _license_of(manifest)
+        loaded = runtime.models.is_loaded(info.name)
+        for model_id in _openai_ids(name):
+            out.append(
+                convert.model_object(info, loaded=loaded, license=licenses[info.name], listed_as=model_id)
             )
-        )
     return out
 
 
@@ -103,8 +112,11 @@ async def get_model(model_id: str, request: Request) -> Response:
             exc.param = "model_id"
             raise
         info = manifest.to_model_info()
-        return convert.model_object(
-            info, loaded=runtime.models.is_loaded(info.name), license=_license_of(manifest)
+        return convert.model_object(  # the id asked for (an alias says whose it is), as in the listing
+            info,
+            loaded=runtime.models.is_loaded(info.name),
+            license=_license_of(manifest),
+            listed_as=model_id,
         )
 
     return _json(await asyncio.to_thread(find))

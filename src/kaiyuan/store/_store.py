@@ -266,6 +266,19 @@ class ModelStore:
         manifests, _ = self._all()
         return sorted(manifests, key=lambda m: m.full_name)
 
+    def names(self) -> builtins.list[tuple[str, Manifest]]:
+        """Every ``name:tag`` a client may ask for, with the model it names, sorted by name: each model's own
+        name, and each alias that resolves to a model (``smollm2:latest`` → ``smollm2:135m``) while no model of
+        that name shadows it. Listings show these, so a client finds the name it uses (Ollama clients normalise
+        ``smollm2`` to ``smollm2:latest`` and look for that)."""
+        manifests = self.list()
+        by_name = {manifest.full_name: manifest for manifest in manifests}
+        pairs = [(manifest.full_name, manifest) for manifest in manifests]
+        for alias, target in BUNDLED_ALIASES.items():
+            if str(alias) not in by_name and str(target) in by_name:
+                pairs.append((str(alias), by_name[str(target)]))
+        return sorted(pairs, key=lambda pair: pair[0])
+
     def exists(self, name: str) -> bool:
         """Whether ``name`` (exactly, no alias) has a manifest."""
         return self._manifest_file(parse_name(name)).is_file()

@@ -258,7 +258,7 @@ function fillModelPicker() {
 async function loadModels() {
   try {
     state.models = (await listModels({ apiKey: state.settings.apiKey })).filter(
-      (m) => m && typeof m.id === "string",
+      (m) => m && typeof m.id === "string" && !m.alias_of, // one entry per model, not one per name
     );
     hideNotice();
   } catch (exc) {
