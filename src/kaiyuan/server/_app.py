@@ -22,7 +22,7 @@ from starlette.routing import Match, Mount
 from starlette.types import Scope
 
 from kaiyuan import __version__
-from kaiyuan.server import routes_native, routes_openai
+from kaiyuan.server import routes_anthropic, routes_native, routes_openai
 from kaiyuan.server._errors import install_error_handlers
 from kaiyuan.server._http import PROTECTED_PREFIXES, ApiMiddleware
 from kaiyuan.server._runtime import Runtime
@@ -73,6 +73,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     install_error_handlers(app)
     app.include_router(routes_native.router)
     app.include_router(routes_openai.router)
+    app.include_router(routes_anthropic.router)
     if importlib.util.find_spec("kaiyuan.server.routes_ollama") is not None:
         ollama = importlib.import_module("kaiyuan.server.routes_ollama")
         app.include_router(ollama.router)
@@ -83,7 +84,13 @@ def create_app(runtime: Runtime) -> FastAPI:
             CORSMiddleware,
             allow_origins=runtime.settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "x-api-key",
+                "anthropic-version",
+                "anthropic-beta",
+            ],
         )
     if (STATIC_DIR / "index.html").is_file():
         app.router.routes.append(

@@ -51,6 +51,7 @@ __all__ = [
     "error_response",
     "error_status_and_headers",
     "install_error_handlers",
+    "validation_message",
     "validation_param",
 ]
 
@@ -126,6 +127,18 @@ def validation_param(loc: Sequence[Any]) -> str | None:
     return ".".join(parts) or None
 
 
+def validation_message(errors: Sequence[Any]) -> tuple[str | None, str]:
+    """The param and the message of a failed validation (the first problem, and how many more there are)."""
+    first = errors[0] if errors else {}
+    param = validation_param(first.get("loc", ()))
+    message = str(first.get("msg", "invalid value"))
+    if param:
+        message = f"{param}: {message}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return param, message
+
+
 def _validation_response(exc: RequestValidationError) -> Response:
     errors = list(exc.errors())
     if not errors:
@@ -142,12 +155,7 @@ def _validation_response(exc: RequestValidationError) -> Response:
             status_code=400,
             media_type="application/json",
         )
-    param = validation_param(first.get("loc", ()))
-    message = str(first.get("msg", "invalid value"))
-    if param:
-        message = f"{param}: {message}"
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    param, message = validation_message(errors)
     return Response(
         error_body(message, "invalid_request_error", param, "invalid_value"),
         status_code=400,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -71,25 +72,29 @@ class ApiMiddleware:
             self.count(_endpoint_of(scope, path), status)
 
     def _authorized(self, scope: Scope) -> bool:
+        """``Authorization: Bearer <key>``, or ``x-api-key: <key>`` (what Anthropic's clients send)."""
         assert self.api_key is not None
-        header = b""
+        key = self.api_key.encode()
         for name, value in scope.get("headers", []):
             if name == b"authorization":
-                header = value
-                break
-        scheme, _, token = header.decode("latin-1").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            token.strip().encode(), self.api_key.encode()
-        )
+                scheme, _, token = value.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key):
+                    return True
+            elif name == b"x-api-key" and hmac.compare_digest(value.strip(), key):
+                return True
+        return False
 
     @staticmethod
     async def _deny(path: str, send: Send) -> None:
         message = (
-            "missing or wrong API key: send the header 'Authorization: Bearer <key>' with the key the server was "
-            "started with (--api-key / KAIYUAN_API_KEY)"
+            "missing or wrong API key: send the header 'Authorization: Bearer <key>' (or 'x-api-key: <key>') with "
+            "the key the server was started with (--api-key / KAIYUAN_API_KEY)"
         )
         if path.startswith("/api/"):  # the Ollama skin's error shape
             body = ('{"error": "' + message.replace('"', "'") + '"}').encode()
+        elif path.startswith("/v1/messages"):  # the Anthropic skin's
+            error = {"type": "authentication_error", "message": message}
+            body = json.dumps({"type": "error", "error": error}).encode()
         else:
             body = error_body(message, "authentication_error", None, "invalid_api_key")
         await send(
