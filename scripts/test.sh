@@ -10,7 +10,7 @@ if command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then
     || echo "warning: could not install chromium; browser tests will be skipped" >&2
 fi
 
-python3 -m pip install -q -e '.[test,tune]'
+python3 -m pip install -q -e '.[test,tune,ray]'
 
 # Lint and types first: cheap, and a failure here is a failure of the run.
 python3 -m ruff check src tests benchmarks

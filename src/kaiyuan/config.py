@@ -19,6 +19,11 @@ Environment variables (each maps to the field of the same name):
     KAIYUAN_CORS_ORIGINS    comma-separated allowed CORS origins; default none
     KAIYUAN_REASONING_FIELD reasoning_content | reasoning; default reasoning_content
     KAIYUAN_LOG_LEVEL       logging level; default WARNING
+    KAIYUAN_REPLICAS        serve replicas on Ray Serve (kaiyuan serve --replicas); default none (one process)
+    KAIYUAN_MIN_REPLICAS    autoscaling lower bound on Ray; default: the replica count
+    KAIYUAN_MAX_REPLICAS    autoscaling upper bound on Ray; default: the replica count
+    KAIYUAN_RAY_ADDRESS     Ray cluster to join (host:port); default none: start a local one
+    KAIYUAN_DRAIN_TIMEOUT   seconds SIGTERM waits for in-flight requests to finish; default 30
     KAIYUAN_HF_ENDPOINT     Hugging Face endpoint (falls back to HF_ENDPOINT); default https://huggingface.co
     KAIYUAN_HF_TOKEN        Hugging Face access token for pulls (falls back to HF_TOKEN); default none
     KAIYUAN_MODELSCOPE_ENDPOINT  ModelScope endpoint; default https://www.modelscope.cn
@@ -67,6 +72,11 @@ class Settings:
     cors_origins: list[str] = field(default_factory=list)  # allowed CORS origins; empty = CORS off
     reasoning_field: str = "reasoning_content"  # name of the reasoning field in OpenAI responses
     log_level: str = "WARNING"  # logging level name
+    replicas: int | None = None  # replicas on Ray Serve; None = serve in this process, no Ray
+    min_replicas: int | None = None  # autoscaling lower bound (count); None = replicas
+    max_replicas: int | None = None  # autoscaling upper bound (count); None = replicas
+    ray_address: str | None = None  # Ray cluster to join (host:port); None = start a local one
+    drain_timeout: int = 30  # seconds SIGTERM waits for in-flight requests before stopping
     hf_endpoint: str = "https://huggingface.co"  # Hugging Face hub endpoint
     hf_token: str | None = field(
         default=None, repr=False
@@ -111,6 +121,11 @@ _FIELD_TYPES: dict[str, type] = {
     "cors_origins": list,
     "reasoning_field": str,
     "log_level": str,
+    "replicas": int,
+    "min_replicas": int,
+    "max_replicas": int,
+    "ray_address": str,
+    "drain_timeout": int,
     "hf_endpoint": str,
     "hf_token": str,
     "modelscope_endpoint": str,

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from kaiyuan.config import Settings, load_settings
-from kaiyuan.errors import ConfigError, KaiyuanError
+from kaiyuan.errors import ConfigError, KaiyuanError, MissingExtra
 
 __all__ = ["ps_command", "serve_command"]
 
@@ -103,7 +103,31 @@ def _configure_logging(settings: Settings) -> None:
     multiple=True,
     help="Allow browser requests from this origin (repeatable).",
 )
-def serve_command(models: tuple[str, ...], cors_origins: tuple[str, ...], **flags: Any) -> None:
+@click.option(
+    "--replicas",
+    type=int,
+    default=None,
+    help="Serve N replicas of the model runtime on Ray Serve behind this endpoint (needs kaiyuan[ray]).",
+)
+@click.option("--min-replicas", type=int, default=None, help="Autoscaling lower bound (default: --replicas).")
+@click.option("--max-replicas", type=int, default=None, help="Autoscaling upper bound (default: --replicas).")
+@click.option(
+    "--ray-address", default=None, help="Join this Ray cluster (host:port) instead of starting a local one."
+)
+@click.option(
+    "--drain-timeout",
+    type=int,
+    default=None,
+    help="With --replicas: seconds SIGTERM waits for requests in flight before stopping (default 30).",
+)
+@click.option(
+    "--print-config",
+    is_flag=True,
+    help="With --replicas: print the Ray Serve config file (serve deploy / KubeRay) and exit.",
+)
+def serve_command(
+    models: tuple[str, ...], cors_origins: tuple[str, ...], print_config: bool, **flags: Any
+) -> None:
     """Serve models over the OpenAI API (/v1), the Ollama API (/api) and a web chat (/).
 
     MODEL names are loaded before the server starts (default: the bundled smollm2); any other model in the
@@ -121,8 +145,23 @@ def serve_command(models: tuple[str, ...], cors_origins: tuple[str, ...], **flag
 
     settings = load_settings(cors_origins=list(cors_origins) or None, **flags)
     _configure_logging(settings)
+    scale_out = bool(settings.replicas or settings.min_replicas or settings.max_replicas)
+    cluster_module = _cluster() if scale_out or print_config else None
+    if cluster_module is not None and print_config:
+        click.echo(cluster_module.serve_config(settings, models or (DEFAULT_MODEL,)), nl=False)
+        return
     sock = _bind(settings.host, settings.port)
-    runtime = Runtime.from_settings(settings)
+    cluster = None
+    if cluster_module is not None:
+        click.echo("starting the replicas on Ray Serve …", err=True)
+        try:
+            cluster = cluster_module.ServeCluster(settings, models or (DEFAULT_MODEL,))
+        except BaseException:
+            sock.close()
+            raise
+        runtime = cluster.runtime
+    else:
+        runtime = Runtime.from_settings(settings)
     try:
         loaded = []
         for name in models or (DEFAULT_MODEL,):
@@ -131,6 +170,8 @@ def serve_command(models: tuple[str, ...], cors_origins: tuple[str, ...], **flag
     except BaseException:
         sock.close()
         runtime.close()
+        if cluster is not None:
+            cluster.close()
         raise
     url = _url(settings.host, settings.port)
     click.echo(f"kaiyuan serving {', '.join(loaded)} on {url}")
@@ -138,14 +179,33 @@ def serve_command(models: tuple[str, ...], cors_origins: tuple[str, ...], **flag
     click.echo(f"  web chat:    {url}/     metrics: {url}/metrics")
     if settings.api_key:
         click.echo("  API key required: Authorization: Bearer <key>")
+    app = create_app(runtime)
     config = uvicorn.Config(
-        create_app(runtime),
+        app if cluster is None else cluster.gate(app),
         log_level=settings.log_level.lower(),
         access_log=False,
         timeout_graceful_shutdown=5,
         lifespan="on",
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    if cluster is None:
+        uvicorn.Server(config).run(sockets=[sock])
+        return
+    click.echo(f"  replicas:    {cluster.describe()}")
+    try:
+        cluster.server(config).run(sockets=[sock])
+    finally:
+        cluster.close()
+
+
+def _cluster() -> Any:
+    """``kaiyuan.cluster``, or a one-line error naming the extra to install."""
+    try:
+        import kaiyuan.cluster as cluster_module
+    except ImportError as exc:
+        if exc.name is not None and exc.name.split(".")[0] == "ray":
+            raise MissingExtra("ray", feature="--replicas") from exc
+        raise
+    return cluster_module
 
 
 @click.command("ps")

@@ -1,0 +1,191 @@
+"""ReplicaEngine: the ``Engine`` protocol in the front process, served by the model replicas on Ray Serve.
+
+The chat layer, both API skins and the license guard run in the front unchanged: they tokenize with this engine,
+``submit`` a ``GenerationRequest`` and read a ``GenerationHandle``. Tokenizing happens here, on the model's own
+vocabulary loaded without weights (llama.cpp ``vocab_only``: milliseconds, a few MB), so the prompt reaches
+the router as token ids. ``submit`` checks the request as every engine does (context fit, vocabulary), refuses
+with ``Overloaded`` beyond ``max_in_flight``, and sends a ``ReplicaCall`` through the deployment handle
+(``options(stream=True)``); a pump on the cluster's event loop thread feeds the events into the handle.
+
+Failures: a replica that dies before the first token is retried on another (up to ``RETRIES`` times: nothing was
+streamed, so nothing repeats); one that dies mid-stream ends the stream with an ``EngineError`` that says so —
+never a hang. Cancelling the handle cancels the call on the replica, which frees its slot.
+
+Must not know HTTP, templates or routing policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from kaiyuan.cluster._calls import ReplicaCall, StreamEnd
+from kaiyuan.engine import EngineStats, GenerationHandle, GenerationRequest
+from kaiyuan.engine._admission import check_request
+from kaiyuan.errors import EngineError, Overloaded
+from kaiyuan.store import Manifest
+
+__all__ = ["RETRIES", "EventLoopThread", "ReplicaEngine"]
+
+RETRIES = 2
+_RETRY_PAUSE_S = 0.5
+
+
+class EventLoopThread:
+    """One asyncio loop in a daemon thread: where the front talks to Ray Serve, whichever thread asks."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="kaiyuan-cluster", daemon=True)
+        self._thread.start()
+
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+
+
+def _vocabulary(path: str) -> Any:
+    """The model's vocabulary without its weights."""
+    from kaiyuan.engine.llama_cpp._model import Model
+
+    return Model(path, vocab_only=True)
+
+
+class ReplicaEngine:
+    """An ``Engine`` whose generations run on the replicas behind ``handle``."""
+
+    def __init__(
+        self,
+        handle: Any,
+        manifest: Manifest,
+        *,
+        n_ctx: int,
+        max_in_flight: int,
+        loop: EventLoopThread,
+        replica_stats: Callable[[], list[dict[str, Any]]],
+    ) -> None:
+        self._handle = handle
+        self._manifest = manifest
+        self._key = manifest.blob.digest
+        self._loop = loop
+        self._replica_stats = replica_stats
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._vocab = _vocabulary(str(manifest.model_path))
+        self.model_path = str(manifest.model_path)
+        self.n_ctx = n_ctx
+        self.n_vocab = self._vocab.n_vocab
+
+    # -- vocabulary (local) ------------------------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
+        return list(self._vocab.tokenize(text, add_special=add_special, parse_special=parse_special))
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return str(self._vocab.detokenize(tokens))
+
+    def token_text(self, token: int) -> str:
+        return str(self._vocab.token_text(token))
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._vocab.is_eog(token))
+
+    # -- generation (remote) -----------------------------------------------------------------------
+    def submit(self, request: GenerationRequest) -> GenerationHandle:
+        check_request(request, self.n_ctx, self.n_vocab)
+        with self._lock:
+            if self._in_flight >= self._max_in_flight:
+                raise Overloaded(
+                    f"{self._in_flight} requests are in flight on the replicas, the most this server queues; "
+                    "retry shortly or add replicas (--replicas / --max-replicas)",
+                    retry_after=2,
+                )
+            self._in_flight += 1
+        call = ReplicaCall(self._key, self._manifest, request)
+        future: concurrent.futures.Future[Any] | None = None
+
+        def cancel(_: GenerationHandle) -> None:
+            if future is not None:
+                future.cancel()
+
+        handle = GenerationHandle(len(request.prompt), on_cancel=cancel)
+        future = self._loop.submit(self._pump(call, handle))
+        future.add_done_callback(lambda _: self._done())
+        return handle
+
+    def _done(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    async def _pump(self, call: ReplicaCall, handle: GenerationHandle) -> None:
+        """Stream ``call`` from a replica into ``handle``; retry elsewhere if the replica dies before a token."""
+        from ray.exceptions import RayError
+
+        attempt = 0
+        while True:
+            stream = self._handle.options(stream=True).generate.remote(call)
+            streamed = False
+            try:
+                async for batch in stream:
+                    for item in batch:
+                        if isinstance(item, StreamEnd):
+                            handle.cached_tokens = item.cached_tokens
+                            handle.finish(item.finish_reason, item.error())
+                            return
+                        handle.push(item)
+                        streamed = True
+                raise EngineError("the replica ended the stream without saying why")
+            except asyncio.CancelledError:
+                stream.cancel()
+                handle.finish("cancelled")
+                raise
+            except RayError as exc:
+                if not streamed and attempt < RETRIES:
+                    attempt += 1
+                    await asyncio.sleep(_RETRY_PAUSE_S)
+                    continue
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                handle.finish(
+                    "stop",
+                    EngineError(
+                        f"the replica serving this request stopped ({type(exc).__name__}: {reason[:200]}); "
+                        "the answer is cut short, send the request again"
+                    ),
+                )
+                return
+            except EngineError as exc:
+                handle.finish("stop", exc)
+                return
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Embeddings from a replica (called from a worker thread, as the routes do)."""
+        result: list[list[float]] = self._handle.embed.remote(self._key, self._manifest, list(texts)).result()
+        return result
+
+    def stats(self) -> EngineStats:
+        """This model's running/waiting summed over the replicas, and the replicas' totals for the rest."""
+        total = EngineStats()
+        for figures in self._replica_stats():
+            own = figures.get("models", {}).get(self._key, {})
+            total.running += int(own.get("running", 0))
+            total.waiting += int(own.get("waiting", 0))
+            for name in (
+                "slots",
+                "kv_used_cells",
+                "kv_total_cells",
+                "prefix_cache_hits",
+                "prefix_cache_tokens",
+            ):
+                setattr(total, name, getattr(total, name) + int(figures.get(name, 0)))
+            total.prompt_tokens += int(figures.get("prompt_tokens", 0))
+            total.generated_tokens += int(figures.get("generated_tokens", 0))
+        return total
+
+    def close(self) -> None:
+        self._vocab.close()

@@ -1,0 +1,208 @@
+"""ModelReplica: the Ray Serve deployment that holds kaiyuan's model runtime, one engine per model file.
+
+Each replica is a Ray actor with its own engines (the llama.cpp engine, or whichever engine
+``kaiyuan.model_loader.default_engine_factory`` starts for the model), hence its own sequence slots and prefix
+cache. It receives ``ReplicaCall``s — token ids already rendered and tokenized by the front — and streams back
+batches of ``TokenEvent`` ending with one ``StreamEnd``. It loads the models named at deploy time before it
+reports ready, and any other model on its first call; beyond ``max_loaded`` the least recently used idle engine
+closes. Model files come from the store in the replica's ``KAIYUAN_HOME`` (a shared path on a multi-node
+cluster), or are copied, sha256-verified, from the head's store (``_model_files``).
+
+Ray reads three methods: ``check_health`` (every engine answers), ``record_routing_stats`` (the figures the
+router and the front's ``/metrics`` see) and ``__del__`` (close the engines). Must not know HTTP, templates or
+routing policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from kaiyuan.cluster._calls import ReplicaCall, StreamEnd
+from kaiyuan.cluster._model_files import ensure_model_files
+from kaiyuan.config import Settings
+from kaiyuan.engine import Engine, EngineStats, GenerationRequest, TokenEvent
+from kaiyuan.errors import KaiyuanError
+from kaiyuan.model_loader import default_engine_factory
+from kaiyuan.store import Manifest, ModelStore
+
+__all__ = ["ModelReplica"]
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+@dataclass
+class _Loaded:
+    engine: Engine
+    name: str
+    in_flight: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class ModelReplica:
+    """One replica of the model runtime (deployed with ``serve.deployment``; see ``_app.py``)."""
+
+    def __init__(self, settings: Settings, models: list[str]) -> None:
+        self._settings = settings
+        self._store = ModelStore.from_settings(settings)
+        self._engines: dict[str, _Loaded] = {}
+        self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        for name in models:
+            manifest = self._store.resolve(name)
+            bare = _bare(manifest)
+            self._load(bare.blob.digest, bare)
+
+    # -- engines -----------------------------------------------------------------------------------
+    def _load(self, key: str, manifest: Manifest) -> _Loaded:
+        with self._load_lock:
+            with self._lock:
+                found = self._engines.get(key)
+            if found is not None:
+                return found
+            local = ensure_model_files(manifest, self._settings)
+            engine = default_engine_factory(local, self._settings)
+            loaded = _Loaded(engine, manifest.full_name)
+            with self._lock:
+                self._engines[key] = loaded
+            log.info("replica %d loaded %s", os.getpid(), manifest.full_name)
+            self._evict_beyond_limit()
+            return loaded
+
+    def _evict_beyond_limit(self) -> None:
+        with self._lock:
+            idle = sorted(
+                (item for item in self._engines.items() if item[1].in_flight == 0),
+                key=lambda item: item[1].last_used,
+            )
+            victims: list[tuple[str, _Loaded]] = []
+            while len(self._engines) - len(victims) > self._settings.max_loaded and idle:
+                victims.append(idle.pop(0))
+            for key, _ in victims:
+                del self._engines[key]
+        for _, loaded in victims:
+            loaded.engine.close()
+
+    async def _engine_for(self, call: ReplicaCall) -> _Loaded:
+        with self._lock:
+            loaded = self._engines.get(call.model)
+        if loaded is None:
+            loaded = await asyncio.to_thread(self._load, call.model, call.manifest)
+        return loaded
+
+    # -- calls -------------------------------------------------------------------------------------
+    async def ready(self) -> int:
+        """This replica's process id, once its models are loaded (the front waits on it)."""
+        return os.getpid()
+
+    async def generate(self, call: ReplicaCall) -> AsyncIterator[list[Any]]:
+        """Run one generation; yields lists of ``TokenEvent`` (as many as were ready), then ``[StreamEnd]``."""
+        try:
+            loaded = await self._engine_for(call)
+            handle = loaded.engine.submit(call.request)
+        except KaiyuanError as exc:
+            yield [StreamEnd.failed(exc)]
+            return
+        loaded.in_flight += 1
+        loaded.last_used = time.monotonic()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async for event in handle:
+                    queue.put_nowait(event)
+            except Exception as exc:  # the engine's error ends the stream; the front re-raises it
+                queue.put_nowait(exc)
+            queue.put_nowait(_END)
+
+        task = asyncio.ensure_future(pump())
+        try:
+            while True:
+                batch: list[TokenEvent | StreamEnd] = []
+                item = await queue.get()
+                while True:
+                    if item is _END:
+                        batch.append(StreamEnd(handle.finish_reason or "stop", handle.cached_tokens))
+                        yield batch
+                        return
+                    if isinstance(item, BaseException):
+                        batch.append(StreamEnd.failed(item, handle.finish_reason or "stop"))
+                        yield batch
+                        return
+                    batch.append(item)
+                    if queue.empty():
+                        break
+                    item = queue.get_nowait()
+                yield batch
+        finally:
+            handle.cancel()  # a cancelled or cut stream frees its slot; a finished one ignores this
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            loaded.in_flight -= 1
+            loaded.last_used = time.monotonic()
+
+    async def embed(self, model: str, manifest: Manifest, texts: list[str]) -> list[list[float]]:
+        """Embeddings of ``texts`` with the model's engine."""
+        loaded = await self._engine_for(ReplicaCall(model, manifest, GenerationRequest(prompt=[])))
+        return await asyncio.to_thread(loaded.engine.embed, texts)
+
+    # -- what Ray reads ----------------------------------------------------------------------------
+    def check_health(self) -> None:
+        """Raise when an engine no longer answers (Ray then replaces this replica)."""
+        with self._lock:
+            engines = list(self._engines.values())
+        for loaded in engines:
+            loaded.engine.stats()
+
+    def record_routing_stats(self) -> dict[str, Any]:
+        """This replica's figures: pid, totals over its engines, and each model's own."""
+        with self._lock:
+            engines = list(self._engines.items())
+        total = EngineStats()
+        models: dict[str, dict[str, int]] = {}
+        for key, loaded in engines:
+            s = loaded.engine.stats()
+            models[key] = {"running": s.running, "waiting": s.waiting}
+            for name in _SUMMED:
+                setattr(total, name, getattr(total, name) + getattr(s, name))
+        figures: dict[str, Any] = {name: getattr(total, name) for name in _SUMMED}
+        figures.update(pid=os.getpid(), models=models)
+        return figures
+
+    def __del__(self) -> None:
+        with self._lock:
+            engines = list(self._engines.values())
+            self._engines.clear()
+        for loaded in engines:
+            with contextlib.suppress(Exception):
+                loaded.engine.close()
+
+
+_SUMMED = (
+    "running",
+    "waiting",
+    "slots",
+    "kv_used_cells",
+    "kv_total_cells",
+    "prefix_cache_hits",
+    "prefix_cache_tokens",
+    "prompt_tokens",
+    "generated_tokens",
+)
+
+
+def _bare(manifest: Manifest) -> Manifest:
+    """The manifest without its adapters: one engine per model file (adapters ride on each request)."""
+    from dataclasses import replace
+
+    return replace(manifest, adapters=[])

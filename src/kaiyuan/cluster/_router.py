@@ -1,0 +1,157 @@
+"""PrefixAffinityRouter: Ray Serve's request router for kaiyuan's model replicas.
+
+Policy, per request (``choose_replicas`` returns ranks; Ray's base class then takes, within the first rank that
+has room, the replica with the fewest requests in flight, probing queue lengths when its cache has none):
+
+1. A generation whose prompt shares at least ``min_prefix_tokens`` leading tokens with a prompt recently sent to
+   a live replica, or is the very same prompt (the ``n`` choices of one call), goes to that replica first — its
+   prefix cache holds those tokens, so it skips their prefill — unless that replica has ``max_imbalance`` more
+   requests in flight than the least busy one.
+2. Otherwise the replica with the fewest requests in flight (as far as the router's queue-length cache knows),
+   the others as the fallback rank.
+
+Compared with Ray's own ``ray.serve.llm.request_router.PrefixCacheAffinityRouter`` (read before writing this):
+that one matches prompt *text* in a prefix tree held by a detached actor and calls it with a blocking
+``ray.get`` on every routing decision. kaiyuan already has the token ids the replica will see, so this router
+matches token blocks (``PrefixTable``) in its own memory: no extra actor, no round trip, no text normalisation.
+The cost is that routers do not share their tables; kaiyuan runs one front per application, so there is one.
+
+Counts what it did (``routed``: by prefix / by load) and registers itself (``_registry``) so the front's
+``/metrics`` can read those counts and the replicas' own figures (``RunningReplica.routing_stats``, which Ray
+refreshes from each replica's ``record_routing_stats``). Ray pickles this module by value: it holds no
+module-level state, and imports what it shares at run time. Must not know HTTP or engines.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter, OrderedDict
+from typing import Any
+
+from ray.serve.request_router import PendingRequest, ReplicaID, ReplicaResult, RequestRouter, RunningReplica
+
+from kaiyuan.cluster._prefix_table import PrefixTable
+
+__all__ = ["PrefixAffinityRouter", "ReplicaView"]
+
+_MAX_EXACT = 10_000  # prompts remembered whole (and requests awaiting their routing callback)
+
+
+class ReplicaView:
+    """What the front knows of one replica: its id and the figures it last reported."""
+
+    def __init__(self, replica_id: str, stats: dict[str, Any], in_flight: int | None) -> None:
+        self.replica_id = replica_id
+        self.stats = stats
+        self.in_flight = in_flight
+
+
+class PrefixAffinityRouter(RequestRouter):
+    """Prefix-affinity first, fewest requests in flight otherwise (see the module docstring)."""
+
+    def initialize_state(
+        self,
+        block_tokens: int = 64,
+        min_prefix_tokens: int = 256,
+        max_imbalance: int = 4,
+        max_blocks: int = 200_000,
+        **_: Any,
+    ) -> None:
+        self._table = PrefixTable(block_tokens=block_tokens, max_blocks=max_blocks)
+        self._min_prefix = max(min_prefix_tokens, block_tokens)
+        self._max_imbalance = max_imbalance
+        self._intended: dict[str, ReplicaID] = {}
+        self._exact: OrderedDict[int, ReplicaID] = OrderedDict()
+        self._lock = threading.Lock()
+        self.routed: Counter[str] = Counter()  # "prefix" | "load" -> requests
+        self.lost: set[str] = set()  # replica ids seen dying
+        from kaiyuan.cluster._registry import add_router
+
+        add_router(self)
+
+    # -- policy ------------------------------------------------------------------------------------
+    def _in_flight(self, replica: RunningReplica) -> int:
+        known = self._replica_queue_len_cache.get(replica.replica_id)
+        return 0 if known is None else int(known)
+
+    async def choose_replicas(
+        self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
+    ) -> list[list[RunningReplica]]:
+        call = _call_of(pending_request)
+        if call is None or not candidate_replicas:
+            return [candidate_replicas]
+        assert pending_request is not None
+        by_id = {r.replica_id: r for r in candidate_replicas}
+        fewest = min(self._in_flight(r) for r in candidate_replicas)
+        least = random.choice([r for r in candidate_replicas if self._in_flight(r) == fewest])
+        exact = hash((call.model, tuple(call.prompt)))
+        with self._lock:
+            owner: Any = self._exact.get(exact)
+            if owner not in by_id:
+                owner, tokens = self._table.match(call.model, call.prompt, by_id.keys())
+                if tokens < self._min_prefix:
+                    owner = None
+        preferred = least
+        if (
+            owner is not None
+            and self._in_flight(by_id[owner]) - self._in_flight(least) <= self._max_imbalance
+        ):
+            preferred = by_id[owner]
+        with self._lock:
+            # The same prompt again (the n choices of one call, a retry) goes where it went: its cache is there,
+            # and the choices batch together as on one server. Decided here, not when routed, so that the
+            # choices submitted together see it.
+            self._exact[exact] = preferred.replica_id
+            self._exact.move_to_end(exact)
+            if len(self._exact) > _MAX_EXACT:
+                self._exact.popitem(last=False)
+            if preferred is not least or owner is not None:
+                if len(self._intended) > _MAX_EXACT:  # requests cancelled before routing never come back
+                    self._intended.clear()
+                self._intended[pending_request.metadata.internal_request_id] = preferred.replica_id
+        others = [r for r in candidate_replicas if r.replica_id != preferred.replica_id]
+        return [[preferred], others] if others else [[preferred]]
+
+    def on_request_routed(
+        self, pending_request: PendingRequest, replica_id: ReplicaID, result: ReplicaResult
+    ) -> None:
+        call = _call_of(pending_request)
+        if call is None:
+            return
+        with self._lock:
+            intended = self._intended.pop(pending_request.metadata.internal_request_id, None)
+            self.routed["prefix" if intended == replica_id else "load"] += 1
+            self._table.record(call.model, call.prompt, replica_id)
+
+    # -- replica set -------------------------------------------------------------------------------
+    def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
+        super().on_replica_actor_died(replica_id)
+        with self._lock:
+            self._table.forget(replica_id)
+            self.lost.add(replica_id.unique_id)
+
+    def update_replicas(self, replicas: list[RunningReplica]) -> None:
+        before = set(self.curr_replicas)
+        super().update_replicas(replicas)
+        gone = before - set(self.curr_replicas)
+        with self._lock:
+            for replica_id in gone:
+                self._table.forget(replica_id)
+
+    # -- what the front reads ----------------------------------------------------------------------
+    def replica_views(self) -> list[ReplicaView]:
+        """The live replicas with the figures each last reported (``record_routing_stats``)."""
+        views = []
+        for replica_id, replica in list(self.curr_replicas.items()):
+            known = self._replica_queue_len_cache.get(replica_id)
+            views.append(ReplicaView(replica_id.unique_id, dict(replica.routing_stats or {}), known))
+        return views
+
+
+def _call_of(pending_request: PendingRequest | None) -> Any:
+    """The ``ReplicaCall`` a pending request carries, or None for other methods (``ready``)."""
+    if pending_request is None or not pending_request.args:
+        return None
+    call = pending_request.args[0]
+    return call if hasattr(call, "prompt") and hasattr(call, "model") else None
