@@ -6,5 +6,6 @@ See ``docs/convert.md``.
 """
 
 from kaiyuan.convert._gguf_to_hf import HF_DTYPES, gguf_to_hf
+from kaiyuan.convert._hf_to_gguf import GGUF_OUTTYPES, HF_ARCHITECTURES, hf_architecture, hf_to_gguf
 
-__all__ = ["HF_DTYPES", "gguf_to_hf"]
+__all__ = ["GGUF_OUTTYPES", "HF_ARCHITECTURES", "HF_DTYPES", "gguf_to_hf", "hf_architecture", "hf_to_gguf"]

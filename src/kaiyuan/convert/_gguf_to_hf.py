@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 #: dtype names ``gguf_to_hf`` accepts (what ``config.json``'s ``dtype`` will say).
 HF_DTYPES = ("bfloat16", "float16", "float32")
 
-Step = Callable[[str], None]  # a progress callback: called with the name of the step that starts
+Progress = Callable[
+    [str, int, int], None
+]  # (step name, done, total): tensors while dequantizing, else 0/1, 1/1
 
 
 def _import_transformers() -> tuple[Any, Any]:
@@ -49,19 +51,34 @@ def _import_transformers() -> tuple[Any, Any]:
 
 
 @contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' and torch's chatter while converting (deprecations, 'some weights were not used')."""
+def quiet_transformers(progress: Progress | None = None) -> Iterator[None]:
+    """Silence transformers' and torch's chatter while converting (deprecations, 'some weights were not used',
+    progress bars); the GGUF reader's own tensor loop reports to ``progress`` as "dequantizing" instead."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
+
+    bar = getattr(gguf_utils, "tqdm", None)
+
+    def report(iterable: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        items = list(iterable)
+        for index, item in enumerate(items):
+            yield item
+            if progress is not None:
+                progress("dequantizing", index + 1, len(items))
 
     level = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # kaiyuan shows its own progress
+    if bar is not None:
+        gguf_utils.tqdm = report  # its tensor loop uses tqdm directly, not transformers' switch
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
+        if bar is not None:
+            gguf_utils.tqdm = bar
         hf_logging.set_verbosity(level)
         if bars:
             hf_logging.enable_progress_bar()
@@ -106,13 +123,13 @@ def gguf_to_hf(
     out_dir: Path,
     *,
     dtype: str = "bfloat16",
-    on_step: Step | None = None,
+    progress: Progress | None = None,
 ) -> Path:
     """Write the GGUF model ``gguf_path`` as a Hugging Face folder at ``out_dir``; returns ``out_dir``.
 
     ``dtype`` is one of ``HF_DTYPES``. ``out_dir`` must not exist yet (or be an empty folder); it appears
     complete or not at all. Architectures are those transformers can read from GGUF (llama, qwen2, qwen3,
-    mistral, gemma, phi3 ...); another one raises ExportError naming it. ``on_step`` is told each step's name.
+    mistral, gemma, phi3 ...); another one raises ExportError naming it. ``progress`` hears each step (see ``Progress``).
     """
     if dtype not in HF_DTYPES:
         raise ExportError(f"unknown dtype {dtype!r}; choose one of {', '.join(HF_DTYPES)}")
@@ -133,17 +150,22 @@ def gguf_to_hf(
         raise ExportError(
             f"transformers cannot read GGUF architecture {info.architecture!r}; it reads: {supported}"
         )
-    step = on_step or (lambda _name: None)
+
+    def step(name: str) -> None:
+        if progress is not None:
+            progress(name, 0, 1)
+
     torch_dtype = getattr(torch, dtype)
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        with quiet_transformers(), _gguf_in_folder(source) as (folder, file_name):
-            step("dequantizing")
+        with quiet_transformers(progress), _gguf_in_folder(source) as (folder, file_name):
+            gguf_config = transformers.AutoConfig.from_pretrained(str(folder), gguf_file=file_name)
+            _fix_head_dim(gguf_config, info)
             loaded = transformers.AutoModelForCausalLM.from_pretrained(
-                str(folder), gguf_file=file_name, dtype=torch.float32
+                str(folder), gguf_file=file_name, config=gguf_config, dtype=torch.float32
             )
             config = loaded.config
             if hasattr(config, "quantization_config"):
@@ -170,7 +192,7 @@ def gguf_to_hf(
             if template is not None:
                 tokenizer.chat_template = template
             tokenizer.save_pretrained(str(tmp))
-        _patch_tokenizer_config(tmp, info.chat_template)
+        _patch_tokenizer_config(tmp, info)
         (tmp / "README.md").write_text(_card(info), encoding="utf-8")
         if dest.exists():
             dest.rmdir()
@@ -181,17 +203,37 @@ def gguf_to_hf(
     return dest
 
 
-def _patch_tokenizer_config(folder: Path, template: str | None) -> None:
+def _fix_head_dim(config: Any, info: GGUFInfo) -> None:
+    """Set ``head_dim`` the way llama.cpp reads it: ``<arch>.attention.key_length``, else embedding / heads.
+    (transformers' GGUF mapping skips key_length for some architectures, qwen3 among them, and then keeps the
+    config class's default head size, which is wrong for any model whose heads are not that size.)"""
+    if not hasattr(config, "head_dim"):
+        return
+    arch = info.architecture
+    key_length = info.get(f"{arch}.attention.key_length")
+    heads = getattr(config, "num_attention_heads", 0)
+    if isinstance(key_length, int) and key_length > 0:
+        config.head_dim = key_length
+    elif heads:
+        config.head_dim = config.hidden_size // heads
+
+
+def _patch_tokenizer_config(folder: Path, info: GGUFInfo) -> None:
     """Make ``tokenizer_config.json`` readable by more than the transformers that wrote it: the chat template in
     it too (transformers 5 writes ``chat_template.jinja``; older readers look in the config), the portable
-    ``PreTrainedTokenizerFast`` class name, and none of the loader's own bookkeeping keys."""
+    ``PreTrainedTokenizerFast`` class name, the GGUF's ``add_bos_token`` / ``add_eos_token`` (so that a
+    conversion back writes them again), and none of the loader's own bookkeeping keys."""
     path = folder / "tokenizer_config.json"
     try:
         config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     except (OSError, ValueError) as exc:
         raise ExportError(f"cannot read the tokenizer config transformers wrote ({exc})") from exc
-    if template is not None:
-        config["chat_template"] = template
+    if info.chat_template is not None:
+        config["chat_template"] = info.chat_template
+    for key in ("add_bos_token", "add_eos_token"):
+        value = info.get(f"tokenizer.ggml.{key}")
+        if isinstance(value, bool):
+            config[key] = value
     if config.get("tokenizer_class") == "TokenizersBackend":
         config["tokenizer_class"] = "PreTrainedTokenizerFast"
     for key in ("is_local", "local_files_only"):

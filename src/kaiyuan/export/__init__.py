@@ -17,7 +17,7 @@ from kaiyuan.export._lora_gguf import (
     read_peft_adapter,
     write_lora_gguf,
 )
-from kaiyuan.export._merge import AdapterWeights, merge_adapter, read_gguf_adapter
+from kaiyuan.export._merge import AdapterWeights, add_metadata, merge_adapter, read_gguf_adapter
 from kaiyuan.export._quantize import QUANT_CHOICES, file_type_name, quantize
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "BaseShape",
     "ExportResult",
     "PeftAdapter",
+    "add_metadata",
     "atomic_output",
     "base_shape_of",
     "convert_peft_adapter",

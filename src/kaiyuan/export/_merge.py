@@ -17,7 +17,7 @@ import numpy as np
 
 from kaiyuan.errors import ExportError
 
-__all__ = ["AdapterWeights", "merge_adapter", "read_gguf_adapter"]
+__all__ = ["AdapterWeights", "add_metadata", "merge_adapter", "read_gguf_adapter"]
 
 # Keys that describe the base itself, replaced by the merged model's identity (or written by the writer).
 _REPLACED_PREFIXES = ("general.base_model.", "GGUF.")
@@ -68,6 +68,19 @@ class AdapterWeights:
         return (b @ a) * np.float32(scale)
 
 
+def add_metadata(writer: Any, metadata: Mapping[str, str | int | float | bool]) -> None:
+    """Write ``general.*``-style pairs to a gguf-py writer: bool, int (UINT32), float (FLOAT32), else string."""
+    for key, value in metadata.items():
+        if isinstance(value, bool):
+            writer.add_bool(key, value)
+        elif isinstance(value, int):
+            writer.add_uint32(key, value)
+        elif isinstance(value, float):
+            writer.add_float32(key, value)
+        else:
+            writer.add_string(key, str(value))
+
+
 def read_gguf_adapter(path: Path) -> AdapterWeights:
     return AdapterWeights(path)
 
@@ -106,15 +119,7 @@ def merge_adapter(
         writer.add_key_value(field.name, field.contents(), main_type, sub_type=sub_type)
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if half else gguf.LlamaFileType.ALL_F32)
-    for key, value in metadata.items():
-        if isinstance(value, bool):
-            writer.add_bool(key, value)
-        elif isinstance(value, int):
-            writer.add_uint32(key, value)
-        elif isinstance(value, float):
-            writer.add_float32(key, value)
-        else:
-            writer.add_string(key, str(value))
+    add_metadata(writer, metadata)
 
     def out_dtype(tensor: Any) -> type:
         return np.float16 if half and len(tensor.shape) >= 2 else np.float32
