@@ -373,18 +373,12 @@ async def tags(request: Request) -> Response:
 async def ps(request: Request) -> Response:
     runtime = get_runtime(request)
     keeper = _keep_alive(request)
-    loaded = runtime.models.loaded()
-    aliases: dict[str, list[str]] = {}
-    if loaded:
-        for name, manifest in await asyncio.to_thread(runtime.store.names):
-            if name != manifest.full_name:
-                aliases.setdefault(manifest.full_name, []).append(name)
     out = []
-    for entry in loaded:
+    for entry in runtime.models.loaded():
         engine = entry.model.engine
         info = entry.model.info or ModelInfo(name=entry.name, path=engine.model_path)
         expires_at = keeper.expires_at(entry)
-        for name in [info.name, *aliases.get(info.name, [])]:  # listed under each name a client may use
+        for name in [info.name, *runtime.store.aliases_of(info.name)]:  # each name a client may use
             listed = dataclasses.replace(info, name=name)
             out.append(conv.process_model(listed, expires_at=expires_at, context_length=engine.n_ctx))
     return json_response(ol.ProcessResponse(models=out))

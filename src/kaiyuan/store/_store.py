@@ -272,12 +272,19 @@ class ModelStore:
         that name shadows it. Listings show these, so a client finds the name it uses (Ollama clients normalise
         ``smollm2`` to ``smollm2:latest`` and look for that)."""
         manifests = self.list()
-        by_name = {manifest.full_name: manifest for manifest in manifests}
         pairs = [(manifest.full_name, manifest) for manifest in manifests]
-        for alias, target in BUNDLED_ALIASES.items():
-            if str(alias) not in by_name and str(target) in by_name:
-                pairs.append((str(alias), by_name[str(target)]))
+        pairs += [(alias, m) for m in manifests for alias in self.aliases_of(m.full_name)]
         return sorted(pairs, key=lambda pair: pair[0])
+
+    def aliases_of(self, name: str) -> builtins.list[str]:
+        """The other names that resolve to the model ``name`` (``smollm2:135m`` → ``smollm2:latest``): aliases no
+        model of that name shadows. Reads no manifest (a file check per alias)."""
+        target = parse_name(name)
+        return [
+            str(alias)
+            for alias, aliased in BUNDLED_ALIASES.items()
+            if aliased == target and not self._manifest_file(alias).is_file()
+        ]
 
     def exists(self, name: str) -> bool:
         """Whether ``name`` (exactly, no alias) has a manifest."""
