@@ -162,19 +162,33 @@ def test_prompt_opened_think_block_makes_output_reasoning(model_factory) -> None
 
 def test_template_that_closes_thinking_leaves_output_as_content(model_factory) -> None:
     model = model_factory(["Just", " answer"], "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B")
-    result = complete_chat_sync(model, chat(reasoning_effort="low"))
+    result = complete_chat_sync(
+        model, chat(reasoning_effort="low", chat_template_kwargs={"enable_thinking": False})
+    )
     req = model.engine.requests[0]
+    assert model.engine.detokenize(req.prompt).endswith("<think>\n</think>")
     assert req.think_budget is None  # the template closed the think block: nothing to budget
     assert result.choices[0].message.content == "Just answer"
     assert result.choices[0].message.reasoning_content is None
 
 
 def test_reasoning_effort_none_closes_thinking_at_once(model_factory) -> None:
-    script = ["<think>", "long", " thoughts", "</think>", "Short", " answer"]
-    model = model_factory(script, "Qwen-Qwen3-0.6B")
+    """A template with a thinking switch is told enable_thinking=false and closes the block itself; one without
+    gets its think block opened and a budget of 0 (the engine writes the end marker at once)."""
+    model = model_factory(["Short", " answer"], "Qwen-Qwen3-0.6B")
     result = complete_chat_sync(model, chat(reasoning_effort="none"))
     req = model.engine.requests[0]
-    assert model.engine.detokenize(req.prompt).endswith("<|im_start|>assistant\n<think>")
+    assert model.engine.detokenize(req.prompt).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert req.think_budget is None
+    assert result.choices[0].message.content == "Short answer"
+    assert not result.choices[0].message.reasoning_content
+
+    script = ["<think>", "long", " thoughts", "</think>", "Short", " answer"]
+    switchless = model_factory(script[1:], "deepseek-ai-DeepSeek-R1-Distill-Llama-8B")  # opens <think> itself
+    result = complete_chat_sync(switchless, chat(reasoning_effort="none"))
+    req = switchless.engine.requests[0]
+    assert not switchless.template.has_thinking_switch
+    assert switchless.engine.detokenize(req.prompt).endswith("<｜Assistant｜><think>\n")
     assert req.think_budget is not None and req.think_budget.max_tokens == 0
     assert req.think_budget.end_text == "</think>"
     assert result.choices[0].message.content == "Short answer"

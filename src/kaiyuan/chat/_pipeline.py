@@ -441,17 +441,23 @@ class _Plan:
     tools: list[dict[str, Any]]
 
 
+def _thinking_off(request: ChatRequest) -> bool:
+    """Whether the request turns thinking off: ``reasoning_effort: "none"`` (Ollama's ``think: false``) or
+    ``chat_template_kwargs: {"enable_thinking": false}`` (the web chat's switch)."""
+    return request.reasoning_effort == "none" or request.chat_template_kwargs.get("enable_thinking") is False
+
+
 def _think_budget(model: ChatModel, request: ChatRequest, max_tokens: int | None) -> int | None:
+    if request.reasoning_effort is not None and request.reasoning_effort not in REASONING_EFFORT_TOKENS:
+        raise InvalidRequest(
+            f"reasoning_effort must be one of {', '.join(REASONING_EFFORT_TOKENS)}", param="reasoning_effort"
+        )
+    if _thinking_off(request):
+        return 0  # a template that does not close the think block itself gets it closed at once
     budgets: list[int] = []
-    if request.reasoning_effort is not None:
-        if request.reasoning_effort not in REASONING_EFFORT_TOKENS:
-            raise InvalidRequest(
-                f"reasoning_effort must be one of {', '.join(REASONING_EFFORT_TOKENS)}",
-                param="reasoning_effort",
-            )
-        effort = REASONING_EFFORT_TOKENS[request.reasoning_effort]
-        if effort is not None:
-            budgets.append(effort)
+    effort = REASONING_EFFORT_TOKENS[request.reasoning_effort] if request.reasoning_effort else None
+    if effort is not None:
+        budgets.append(effort)
     if request.max_reasoning_tokens is not None:
         budgets.append(request.max_reasoning_tokens)
     elif model.max_reasoning_tokens is not None:
@@ -515,6 +521,11 @@ def _plan_chat(model: ChatModel, request: ChatRequest) -> _Plan:
     kwargs = dict(request.chat_template_kwargs)
     if request.reasoning_effort is not None:
         kwargs.setdefault("reasoning_effort", dialect.template_reasoning_effort(request.reasoning_effort))
+    if dialect.has_reasoning and model.template.has_thinking_switch and "enable_thinking" not in kwargs:
+        # A reasoning model thinks unless the request says otherwise: some templates (the R1 distills in
+        # llama.cpp's collection, DeepSeek V3.1+, QwQ) treat an undefined switch as off; llama-server passes
+        # enable_thinking=true by default too. reasoning_effort "none" (Ollama's think: false) turns it off.
+        kwargs["enable_thinking"] = not _thinking_off(request)
     messages = list(request.messages)
     if model.default_system and not any(m.role in ("system", "developer") for m in messages):
         messages.insert(0, Message(role="system", content=model.default_system))

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 import jinja2.ext
+import jinja2.meta
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
@@ -265,8 +266,10 @@ class ChatTemplate:
         self.source = source
         self.bos_token = bos_token
         self.eos_token = eos_token
+        env = _build_env()
         try:
-            self._template = _build_env().from_string(source)
+            tree = env.parse(source)
+            self._template = env.from_string(tree)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(
                 f"the chat template has a syntax error at line {exc.lineno}: {exc.message}; "
@@ -274,6 +277,9 @@ class ChatTemplate:
             ) from exc
         self._null_content_ok: bool | None = None
         self._dialect: Dialect | None = None
+        # Whether the template reads ``enable_thinking`` (a thinking switch: Qwen3, the R1 distills in
+        # llama.cpp's collection, GLM, DeepSeek V3.1+ …); the chat layer decides what to pass.
+        self.has_thinking_switch = "enable_thinking" in jinja2.meta.find_undeclared_variables(tree)
 
     @property
     def dialect(self) -> Dialect:

@@ -220,7 +220,8 @@ def think_settings(think: bool | str | None) -> tuple[str | None, dict[str, Any]
     """Ollama ``think`` → (``reasoning_effort``, chat-template variables).
 
     ``false`` closes the thinking at once (and tells templates with an ``enable_thinking`` switch); ``true`` asks
-    templates to think; a level ("low" … "max") is a thinking budget; unset leaves the model's default."""
+    templates to think; a level ("low" … "max") is a thinking budget; unset leaves the model's default (reasoning
+    models think)."""
     if think is None:
         return None, {}
     if think is False:
