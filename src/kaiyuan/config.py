@@ -19,11 +19,22 @@ Environment variables (each maps to the field of the same name):
     KAIYUAN_CORS_ORIGINS    comma-separated allowed CORS origins; default none
     KAIYUAN_REASONING_FIELD reasoning_content | reasoning; default reasoning_content
     KAIYUAN_LOG_LEVEL       logging level; default WARNING
+    KAIYUAN_RESPONSES_MAX_STORED    stored Responses-API responses kept (oldest evicted); default 10000
+    KAIYUAN_RESPONSES_MAX_AGE_DAYS  days a stored response is kept; default 30
     KAIYUAN_REPLICAS        serve replicas on Ray Serve (kaiyuan serve --replicas); default none (one process)
     KAIYUAN_MIN_REPLICAS    autoscaling lower bound on Ray; default: the replica count
     KAIYUAN_MAX_REPLICAS    autoscaling upper bound on Ray; default: the replica count
     KAIYUAN_RAY_ADDRESS     Ray cluster to join (host:port); default none: start a local one
     KAIYUAN_DRAIN_TIMEOUT   seconds SIGTERM waits for in-flight requests to finish; default 30
+    KAIYUAN_ROUTING         replicas: prefix (cache affinity, else least busy) | load (least busy only); default prefix
+    KAIYUAN_ENGINE          auto | llama.cpp | vllm; default auto (HF folders on vLLM when installed, GGUF on llama.cpp)
+    KAIYUAN_GPU_LAYERS      llama.cpp layers offloaded to the GPU; default: all when llama.cpp has a GPU backend, else 0
+    KAIYUAN_DTYPE           vLLM dtype: auto | bfloat16 | float16 | float32; default auto
+    KAIYUAN_GPU_MEMORY_UTILIZATION  share of GPU memory vLLM may take (0..1); default 0.9
+    KAIYUAN_TENSOR_PARALLEL_SIZE    GPUs one vLLM model is split across; default 1
+    KAIYUAN_PIPELINE_PARALLEL_SIZE  vLLM pipeline stages (GPUs or nodes, via Ray); default 1
+    KAIYUAN_MAX_MODEL_LEN   vLLM context window (tokens); default: --ctx
+    KAIYUAN_KV_CACHE_GIB    vLLM on CPU: KV cache size (GiB); default: vLLM's (VLLM_CPU_KVCACHE_SPACE)
     KAIYUAN_HF_ENDPOINT     Hugging Face endpoint (falls back to HF_ENDPOINT); default https://huggingface.co
     KAIYUAN_HF_TOKEN        Hugging Face access token for pulls (falls back to HF_TOKEN); default none
     KAIYUAN_MODELSCOPE_ENDPOINT  ModelScope endpoint; default https://www.modelscope.cn
@@ -72,11 +83,24 @@ class Settings:
     cors_origins: list[str] = field(default_factory=list)  # allowed CORS origins; empty = CORS off
     reasoning_field: str = "reasoning_content"  # name of the reasoning field in OpenAI responses
     log_level: str = "WARNING"  # logging level name
+    responses_max_stored: int = 10000  # stored /v1/responses responses kept (count); the oldest are evicted
+    responses_max_age_days: int = 30  # stored /v1/responses responses older than this are evicted (days)
     replicas: int | None = None  # replicas on Ray Serve; None = serve in this process, no Ray
     min_replicas: int | None = None  # autoscaling lower bound (count); None = replicas
     max_replicas: int | None = None  # autoscaling upper bound (count); None = replicas
     ray_address: str | None = None  # Ray cluster to join (host:port); None = start a local one
     drain_timeout: int = 30  # seconds SIGTERM waits for in-flight requests before stopping
+    routing: str = "prefix"  # replica choice: prefix (cache affinity, else least busy) | load (least busy)
+    engine: str = "auto"  # auto | llama.cpp | vllm: which engine serves a model
+    gpu_layers: int | None = (
+        None  # llama.cpp layers on the GPU (count); None = all with a GPU backend, else 0
+    )
+    dtype: str = "auto"  # vLLM weights/activations dtype
+    gpu_memory_utilization: float = 0.9  # share of GPU memory vLLM may take (0..1)
+    tensor_parallel_size: int = 1  # GPUs one vLLM model is split across (count)
+    pipeline_parallel_size: int = 1  # vLLM pipeline stages (count)
+    max_model_len: int | None = None  # vLLM context window (tokens); None = ctx
+    kv_cache_gib: float | None = None  # vLLM on CPU: KV cache (GiB); None = vLLM's default
     hf_endpoint: str = "https://huggingface.co"  # Hugging Face hub endpoint
     hf_token: str | None = field(
         default=None, repr=False
@@ -121,11 +145,22 @@ _FIELD_TYPES: dict[str, type] = {
     "cors_origins": list,
     "reasoning_field": str,
     "log_level": str,
+    "responses_max_stored": int,
+    "responses_max_age_days": int,
     "replicas": int,
     "min_replicas": int,
     "max_replicas": int,
     "ray_address": str,
     "drain_timeout": int,
+    "routing": str,
+    "engine": str,
+    "gpu_layers": int,
+    "dtype": str,
+    "gpu_memory_utilization": float,
+    "tensor_parallel_size": int,
+    "pipeline_parallel_size": int,
+    "max_model_len": int,
+    "kv_cache_gib": float,
     "hf_endpoint": str,
     "hf_token": str,
     "modelscope_endpoint": str,
@@ -136,6 +171,9 @@ _FIELD_TYPES: dict[str, type] = {
 _CHOICES: dict[str, tuple[str, ...]] = {
     "flash_attn": ("auto", "on", "off"),
     "reasoning_field": ("reasoning_content", "reasoning"),
+    "routing": ("prefix", "load"),
+    "engine": ("auto", "llama.cpp", "vllm"),
+    "dtype": ("auto", "bfloat16", "float16", "float32"),
 }
 
 
@@ -144,7 +182,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     try:
         if kind is int:
             result: Any = int(value)
-            if result < (0 if name == "port" else 1):
+            if result < (0 if name in ("port", "gpu_layers") else 1):
+                raise ValueError(value)
+        elif kind is float:
+            result = float(value)
+            if not result > 0 or (name == "gpu_memory_utilization" and result > 1):
                 raise ValueError(value)
         elif kind is list:
             result = (

@@ -22,12 +22,12 @@ from typing import Any
 from kaiyuan.chat import ChatModel, ChatTemplate
 from kaiyuan.config import Settings
 from kaiyuan.engine import Engine, SharedEngines
-from kaiyuan.errors import ConfigError
+from kaiyuan.errors import ConfigError, MissingExtra
 from kaiyuan.gguf import read_gguf
 from kaiyuan.license import enforce_policy
 from kaiyuan.store import Manifest, ModelStore, read_chat_template
 
-__all__ = ["EngineFactory", "default_engine_factory", "make_loader", "model_settings"]
+__all__ = ["EngineFactory", "choose_engine", "default_engine_factory", "make_loader", "model_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,29 @@ EngineFactory = Callable[[Manifest, Settings], Engine]
 
 
 def default_engine_factory(manifest: Manifest, settings: Settings) -> Engine:
-    """llama.cpp with the server's slots, context, threads, queue bound and flash-attention setting."""
-    from kaiyuan.engine import load_engine
+    """The engine ``settings.engine`` asks for (``choose_engine``), started with the server's settings: llama.cpp
+    with its slots, context, threads, queue bound, flash attention and GPU layers, or vLLM with its options."""
+    from kaiyuan.engine import load_engine, load_vllm_engine
 
+    if choose_engine(manifest, settings) == "vllm":
+        from kaiyuan.engine.vllm import VllmOptions
+
+        options = VllmOptions(
+            dtype=settings.dtype,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            tensor_parallel_size=settings.tensor_parallel_size,
+            pipeline_parallel_size=settings.pipeline_parallel_size,
+            kv_cache_gib=settings.kv_cache_gib,
+            cpu_threads=settings.threads,
+            enable_lora=_has_adapter_models(manifest, settings),
+        )
+        return load_vllm_engine(
+            str(manifest.model_path),
+            n_ctx=settings.max_model_len or settings.ctx,
+            n_parallel=settings.parallel,
+            max_queue=settings.max_queue,
+            options=options,
+        )
     return load_engine(
         str(manifest.model_path),
         adapters=[str(p) for p in manifest.adapter_paths],
@@ -47,7 +67,38 @@ def default_engine_factory(manifest: Manifest, settings: Settings) -> Engine:
         n_threads=settings.threads,
         flash_attn=settings.flash_attn,
         max_queue=settings.max_queue,
+        gpu_layers=settings.gpu_layers,
     )
+
+
+def _has_adapter_models(manifest: Manifest, settings: Settings) -> bool:
+    """Whether the store holds adapter models made on ``manifest`` (vLLM then starts with LoRA support)."""
+    store = ModelStore.from_settings(settings)
+    return any(other.base == manifest.full_name for other in store.list())
+
+
+def choose_engine(manifest: Manifest, settings: Settings) -> str:
+    """``llama.cpp`` or ``vllm`` for this model: GGUF files run on llama.cpp, Hugging Face folders on vLLM
+    (``auto`` picks by format). A pairing that cannot run is a ``ConfigError`` that says what to do."""
+    from kaiyuan.engine import vllm_available, vllm_extra
+
+    is_gguf = manifest.format == "gguf"
+    wanted = settings.engine
+    if wanted == "auto":
+        wanted = "llama.cpp" if is_gguf else "vllm"
+    if wanted == "vllm" and is_gguf:
+        raise ConfigError(
+            f"{manifest.full_name} is a GGUF file; vLLM serves Hugging Face folders: convert it first "
+            f"(kaiyuan convert {manifest.full_name} --to hf) or serve it with --engine llama.cpp"
+        )
+    if wanted == "llama.cpp" and not is_gguf:
+        raise ConfigError(
+            f"{manifest.full_name} is a Hugging Face folder; llama.cpp serves GGUF files: convert it first "
+            f"(kaiyuan convert {manifest.full_name} --to gguf) or serve it with --engine vllm"
+        )
+    if wanted == "vllm" and not vllm_available():
+        raise MissingExtra(vllm_extra(), feature=f"serving {manifest.full_name} on vLLM")
+    return wanted
 
 
 def model_settings(settings: Settings, full_name: str) -> dict[str, Any]:

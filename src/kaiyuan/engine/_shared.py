@@ -20,7 +20,12 @@ from dataclasses import dataclass, replace
 from kaiyuan.engine._handle import GenerationHandle
 from kaiyuan.engine._protocol import Engine, EngineStats, GenerationRequest
 
-__all__ = ["EngineShare", "SharedEngines"]
+__all__ = ["EngineShare", "SharedEngines", "describe_engine"]
+
+
+def describe_engine(engine: Engine) -> str:
+    """What an engine runs on ("llama.cpp (CPU, 4 threads)", "vLLM 0.32.0 (cuda)"), for people to read."""
+    return str(getattr(engine, "description", type(engine).__name__))
 
 
 @dataclass
@@ -77,6 +82,10 @@ class EngineShare:
         self._key = tuple(os.path.realpath(p) for p in self.adapters)
         self._release: Callable[[], None] | None = release
         self._release_lock = threading.Lock()
+
+    @property
+    def description(self) -> str:
+        return describe_engine(self.engine)
 
     def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
         return self.engine.tokenize(text, add_special=add_special, parse_special=parse_special)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kaiyuan.chat import ChatModel
-from kaiyuan.engine import EngineShare, EngineStats
+from kaiyuan.engine import EngineShare, EngineStats, describe_engine
 from kaiyuan.errors import ConfigError
 
 __all__ = ["LoadedModel", "ModelLease", "ModelManager"]
@@ -217,6 +217,7 @@ class ModelManager:
                 {
                     "name": entry.name,
                     "model_path": engine.model_path,
+                    "engine": describe_engine(engine),
                     "context_length": engine.n_ctx,
                     "loaded_at": entry.loaded_at,
                     "last_used": entry.last_used,

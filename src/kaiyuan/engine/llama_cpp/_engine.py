@@ -22,7 +22,7 @@ from kaiyuan.engine._handle import GenerationHandle
 from kaiyuan.engine._protocol import EngineStats, GenerationRequest, ThinkBudget
 from kaiyuan.engine._text_watch import ThinkTracker
 from kaiyuan.engine.llama_cpp._embedder import Embedder
-from kaiyuan.engine.llama_cpp._model import Model
+from kaiyuan.engine.llama_cpp._model import Model, default_gpu_layers, gpu_offload_supported
 from kaiyuan.engine.llama_cpp._sampler import Sampler
 from kaiyuan.engine.llama_cpp._scheduler import Job, Scheduler
 from kaiyuan.errors import ConfigError, EngineError
@@ -41,7 +41,8 @@ class LlamaCppEngine:
     ``n_batch`` caps the tokens decoded per step (prompt chunks included). ``flash_attn`` is ``off`` by default:
     measured slower for CPU decode here once contexts pass a few hundred tokens. ``kv_unified`` keeps all
     sequences in one KV pool, which makes cross-slot prefix copies exact and nearly free; see docs/engine.md for
-    the measured trade-off. ``adapters`` are GGUF LoRA files applied (stacked, scale 1) to every request that
+    the measured trade-off. ``gpu_layers`` layers go to the GPU (None: all of them when llama.cpp was built
+    with a GPU backend, else 0). ``adapters`` are GGUF LoRA files applied (stacked, scale 1) to every request that
     does not name its own ``GenerationRequest.adapters``. A request's ``adapters`` replace them for that request
     (``()``: the bare base), which is how one engine serves a base model and adapter models of it at once;
     adapter files load once, on first use.
@@ -60,6 +61,7 @@ class LlamaCppEngine:
         embedding: bool = False,
         adapters: Sequence[str] = (),
         kv_unified: bool = False,
+        gpu_layers: int | None = None,
     ) -> None:
         if flash_attn not in FLASH_ATTN:
             raise ConfigError(f"flash_attn must be one of {', '.join(FLASH_ATTN)}, got {flash_attn!r}")
@@ -67,7 +69,13 @@ class LlamaCppEngine:
             raise ConfigError("n_ctx must be >= 8, n_parallel >= 1, n_batch >= 1 and max_queue >= 0")
         self.model_path = os.fspath(model_path)
         self.n_threads = n_threads or max(1, len(os.sched_getaffinity(0)))
-        self.model = Model(self.model_path)
+        self.gpu_layers = default_gpu_layers() if gpu_layers is None else gpu_layers
+        if self.gpu_layers and not gpu_offload_supported():
+            raise ConfigError(
+                f"--gpu-layers {self.gpu_layers}: this llama.cpp build has no GPU backend; reinstall "
+                "llama-cpp-python with CUDA, Metal or Vulkan (see the README) or leave --gpu-layers at 0"
+            )
+        self.model = Model(self.model_path, gpu_layers=self.gpu_layers)
         self.n_vocab = self.model.n_vocab
         self.n_ctx = n_ctx
         self.n_parallel = n_parallel
@@ -97,6 +105,12 @@ class LlamaCppEngine:
             raise
         if embedding:
             self._get_embedder()
+
+    @property
+    def description(self) -> str:
+        """What it runs on, for ``kaiyuan serve`` and ``ps``."""
+        where = f"{self.gpu_layers} layers on the GPU" if self.gpu_layers else "CPU"
+        return f"llama.cpp ({where}, {self.n_threads} threads)"
 
     def _context(self, n_ctx: int, n_parallel: int, n_batch: int, flash_attn: str, kv_unified: bool) -> Any:
         params = lib.llama_context_default_params()

@@ -54,7 +54,9 @@ class Model:
     """A llama.cpp model loaded from a GGUF file, with its vocabulary and any LoRA adapters loaded for it.
     ``vocab_only`` loads the vocabulary alone (no weights): enough to tokenize and detokenize."""
 
-    def __init__(self, path: str, *, use_mmap: bool = True, vocab_only: bool = False) -> None:
+    def __init__(
+        self, path: str, *, use_mmap: bool = True, vocab_only: bool = False, gpu_layers: int = 0
+    ) -> None:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise InvalidModelFile(f"model file not found: {path}")
@@ -66,7 +68,7 @@ class Model:
         # No extra buffer types (AMX/repacked weights): on AMX CPUs llama-cpp-python 0.3.36 built natively
         # segfaults in ggml_backend_amx_mul_mat on the first decode (Q4_1 SmolLM2, 1 or 2 threads).
         params.use_extra_bufts = False
-        params.n_gpu_layers = 0
+        params.n_gpu_layers = gpu_layers
         ptr = lib.llama_model_load_from_file(path.encode(), params)
         if not ptr:
             raise InvalidModelFile(
@@ -164,3 +166,17 @@ class Model:
         if self.ptr:
             lib.llama_model_free(self.ptr)
             self.ptr = None
+
+
+def gpu_offload_supported() -> bool:
+    """Whether this llama.cpp build has a GPU backend (CUDA, Metal, Vulkan …) that can hold layers."""
+    _init_backend()
+    return bool(lib.llama_supports_gpu_offload())
+
+
+def default_gpu_layers() -> int:
+    """All layers on the GPU when llama.cpp has a GPU backend, else none (llama.cpp caps the count itself)."""
+    return ALL_LAYERS if gpu_offload_supported() else 0
+
+
+ALL_LAYERS = 999  # more than any model has: llama.cpp offloads every layer (its own -ngl convention)
