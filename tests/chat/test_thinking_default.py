@@ -95,3 +95,10 @@ def test_thinking_is_off_only_when_asked(name: str, request_off: dict[str, Any])
 def test_the_request_switch_wins(name: str) -> None:
     assert ask(name, chat_template_kwargs={"enable_thinking": True}) == ("Hmm", "Answer")
     assert ask(name, reasoning_effort="low") == ("Hmm", "Answer")  # a budget still thinks
+
+
+def test_deepseek_own_switch_is_not_overridden() -> None:
+    # DeepSeek V3.1+ read ``thinking`` before ``enable_thinking``; the default must not turn a "thinking: false" on
+    name = "deepseek-ai-DeepSeek-V3.1"
+    assert ask(name, chat_template_kwargs={"thinking": False}) == (None, "Answer")
+    assert ask(name, chat_template_kwargs={"thinking": True}) == ("Hmm", "Answer")

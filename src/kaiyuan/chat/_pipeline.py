@@ -441,10 +441,15 @@ class _Plan:
     tools: list[dict[str, Any]]
 
 
+# Template variables that switch thinking on and off (``thinking``: DeepSeek V3.1+, which reads it first).
+_THINKING_SWITCHES = ("enable_thinking", "thinking")
+
+
 def _thinking_off(request: ChatRequest) -> bool:
     """Whether the request turns thinking off: ``reasoning_effort: "none"`` (Ollama's ``think: false``) or
-    ``chat_template_kwargs: {"enable_thinking": false}`` (the web chat's switch)."""
-    return request.reasoning_effort == "none" or request.chat_template_kwargs.get("enable_thinking") is False
+    ``chat_template_kwargs: {"enable_thinking": false}`` (the web chat's switch; or ``thinking: false``)."""
+    kwargs = request.chat_template_kwargs
+    return request.reasoning_effort == "none" or any(kwargs.get(k) is False for k in _THINKING_SWITCHES)
 
 
 def _think_budget(model: ChatModel, request: ChatRequest, max_tokens: int | None) -> int | None:
@@ -521,7 +526,8 @@ def _plan_chat(model: ChatModel, request: ChatRequest) -> _Plan:
     kwargs = dict(request.chat_template_kwargs)
     if request.reasoning_effort is not None:
         kwargs.setdefault("reasoning_effort", dialect.template_reasoning_effort(request.reasoning_effort))
-    if dialect.has_reasoning and model.template.has_thinking_switch and "enable_thinking" not in kwargs:
+    switched = any(k in kwargs for k in _THINKING_SWITCHES)
+    if dialect.has_reasoning and model.template.has_thinking_switch and not switched:
         # A reasoning model thinks unless the request says otherwise: some templates (the R1 distills in
         # llama.cpp's collection, DeepSeek V3.1+, QwQ) treat an undefined switch as off; llama-server passes
         # enable_thinking=true by default too. reasoning_effort "none" (Ollama's think: false) turns it off.
