@@ -595,6 +595,11 @@ def _preparing() -> Iterator[None]:
         yield
     except KaiyuanError:
         raise
+    except UnicodeError as exc:  # JSON may carry lone surrogates ("\ud800"), which no tokenizer takes
+        raise InvalidRequest(
+            f"the request holds text that is not valid Unicode ({getattr(exc, 'reason', exc)}, e.g. a lone surrogate escape "
+            "like \\ud800); send well-formed text"
+        ) from exc
     except Exception as exc:
         raise KaiyuanError(
             f"the request could not be prepared ({type(exc).__name__}: {str(exc)[:200]}); this is a bug in kaiyuan "

@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 
 from kaiyuan.chat.grammars import _api, _ir, json_object_grammar, json_schema_grammar, schema_to_gbnf_rules
+from tests.chat.grammars.test_recursive_schemas import RECURSIVE_SCHEMAS
 
 FORMATS = jsonschema.Draft202012Validator.FORMAT_CHECKER
 
@@ -299,6 +300,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "top_level_string_enum": {"enum": ["yes", "no"]},
 }
+
+
+SCHEMAS.update({f"recursive_{name}": schema for name, schema in RECURSIVE_SCHEMAS.items()})
 
 
 def _validate(schema: dict[str, Any], text: str) -> None:

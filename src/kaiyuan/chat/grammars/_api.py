@@ -12,9 +12,9 @@ from typing import Any
 
 from kaiyuan.chat.grammars import _budget, _gbnf
 from kaiyuan.chat.grammars import _ir as ir
-from kaiyuan.chat.grammars._keywords import PARAM
+from kaiyuan.chat.grammars._keywords import PARAM, unsupported
 from kaiyuan.chat.grammars._schema import Compiler, Limits
-from kaiyuan.errors import InvalidRequest
+from kaiyuan.errors import InvalidRequest, UnsupportedFeature
 
 _ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
@@ -34,20 +34,40 @@ def _compile(
             raise InvalidRequest(
                 f"the token budget must be a positive integer, got {budget_tokens!r}", param="max_tokens"
             )
-        fitted = _budget.fit(build, budget_tokens)
+        recursive = bool(Compiler(schema, _gbnf.RuleSet(rule_prefix), Limits(), strict=strict).cyclic())
+        fitted = _budget.fit(build, budget_tokens, recursive=recursive)
         root, rules = fitted.root, fitted.rules
     if not ir.satisfiable(ir.Ref(root), rules.rules):
         raise InvalidRequest("the JSON Schema admits no value (it contradicts itself)", param=PARAM)
+    if ir.left_recursive(rules.rules) is not None:
+        raise unsupported(
+            "$ref",
+            (),
+            "a reference reaches itself again before any character of the value is written "
+            "(e.g. an anyOf branch that is the definition itself), so no grammar can generate it",
+        )
     return root, rules
 
 
 @lru_cache(maxsize=256)
 def _cached(schema_json: str, rule_prefix: str, budget_tokens: int | None, strict: bool) -> tuple[str, str]:
     """Compiling is deterministic, and clients repeat the same schema: keep the last few grammars."""
-    root, rules = _compile(
-        json.loads(schema_json), rule_prefix=rule_prefix, budget_tokens=budget_tokens, strict=strict
+    try:
+        root, rules = _compile(
+            json.loads(schema_json), rule_prefix=rule_prefix, budget_tokens=budget_tokens, strict=strict
+        )
+        return root, _gbnf.write(rules, root)
+    except RecursionError as exc:  # the compiler and the writer recurse along the schema's nesting
+        raise _too_deep() from exc
+
+
+def _too_deep() -> UnsupportedFeature:
+    return unsupported(
+        "$ref",
+        (),
+        "the schema nests deeper than kaiyuan compiles (nested schemas or a long chain of references); "
+        "flatten it or move parts into $defs",
     )
-    return root, _gbnf.write(rules, root)
 
 
 def _grammar_for(
@@ -65,6 +85,8 @@ def _grammar_for(
         schema_json = json.dumps(schema)  # key order matters: properties are generated in it
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"the JSON Schema is not JSON: {exc}", param=PARAM) from exc
+    except RecursionError as exc:
+        raise _too_deep() from exc
     return _cached(schema_json, rule_prefix, budget_tokens, strict)
 
 

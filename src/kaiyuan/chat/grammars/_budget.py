@@ -27,22 +27,34 @@ from kaiyuan.chat.grammars._schema import Limits
 
 _T_MAX = 4096
 _GOOD_STRINGS = 16
-_SHAPES: tuple[tuple[int | None, bool], ...] = tuple(
-    (cap, spaces) for cap in (None, 4, 2, 1, 0) for spaces in (True, False)
-)  # (optional properties per object, spaces)
+# (optional properties per object, spaces, recursion depth and items per array: None for 1 + t // 32 and t // 8)
+Shape = tuple[int | None, bool, int | None, int | None]
+_SHAPES: tuple[Shape, ...] = tuple(
+    (cap, spaces, None, None) for cap in (None, 4, 2, 1, 0) for spaces in (True, False)
+)
+# A recursive schema first tries these (depth, items) pairs, deepest first, with strings of _RECURSIVE_STRINGS
+_RECURSION = ((4, 2), (3, 2), (2, 2))
+_RECURSIVE_STRINGS = 24
 
 Build = Callable[[Limits], tuple[str, RuleSet]]
 
 
-def limits_for(t: int, *, max_optional: int | None, spaces: bool = True) -> Limits:
+def limits_for(
+    t: int,
+    *,
+    max_optional: int | None,
+    spaces: bool = True,
+    depth: int | None = None,
+    items: int | None = None,
+) -> Limits:
     return Limits(
         string=t,
-        items=t // 8,
+        items=t // 8 if items is None else items,
         pattern=t,
         int_digits=min(1 + t // 4, 16),
         fraction_digits=min(t // 8, 15),
         exponent=False,
-        depth=min(1 + t // 32, 4),
+        depth=min(1 + t // 32, 4) if depth is None else depth,
         max_optional=max_optional,
         compact=True,
         spaces=spaces,
@@ -57,8 +69,9 @@ class Fitted:
     longest: int | None  # longest output in characters (None: unbounded or unsatisfiable)
 
 
-def _measure(build: Build, t: int, shape: tuple[int | None, bool]) -> Fitted:
-    root, rules = build(limits_for(t, max_optional=shape[0], spaces=shape[1]))
+def _measure(build: Build, t: int, shape: Shape) -> Fitted:
+    cap, spaces, depth, items = shape
+    root, rules = build(limits_for(t, max_optional=cap, spaces=spaces, depth=depth, items=items))
     if not ir.satisfiable(ir.Ref(root), rules.rules):
         return Fitted(root, rules, t, None)
     return Fitted(root, rules, t, ir.measure(ir.Ref(root), rules.rules).hi)
@@ -68,7 +81,7 @@ def _fits(found: Fitted, chars: int) -> bool:
     return found.longest is not None and found.longest <= chars
 
 
-def _largest(build: Build, chars: int, shape: tuple[int | None, bool], good: Fitted, top: int) -> Fitted:
+def _largest(build: Build, chars: int, shape: Shape, good: Fitted, top: int) -> Fitted:
     """Binary search for the largest ``t`` in [good.t, top] that fits, ``good`` being known to fit."""
     lo, hi = good.t, top
     while lo < hi:
@@ -81,9 +94,17 @@ def _largest(build: Build, chars: int, shape: tuple[int | None, bool], good: Fit
     return good
 
 
-def fit(build: Build, budget_tokens: int) -> Fitted:
-    """The grammar for the largest limits whose every output fits ``budget_tokens`` tokens."""
+def fit(build: Build, budget_tokens: int, *, recursive: bool = False) -> Fitted:
+    """The grammar for the largest limits whose every output fits ``budget_tokens`` tokens (``recursive``: the
+    schema has ``$ref`` cycles, whose depth is preferred to longer strings and more items)."""
     chars = max(budget_tokens - 1, 1)
+    if recursive:
+        for cap, spaces, _, _ in _SHAPES:
+            for depth, items in _RECURSION:
+                shape: Shape = (cap, spaces, depth, items)
+                found = _measure(build, _RECURSIVE_STRINGS, shape)
+                if _fits(found, chars):
+                    return _largest(build, chars, shape, found, _T_MAX)
     # The first shape in which strings of _GOOD_STRINGS characters fit, grown as far as the budget allows.
     for shape in _SHAPES:
         found = _measure(build, _GOOD_STRINGS, shape)
@@ -101,4 +122,4 @@ def fit(build: Build, budget_tokens: int) -> Fitted:
     if best is not None:
         return best
     # Even the smallest document is longer than the budget: the tightest grammar; the cut-off is then reported.
-    return _measure(build, 0, (0, False))
+    return _measure(build, 0, (0, False, None, None))

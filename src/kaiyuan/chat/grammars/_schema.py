@@ -9,7 +9,8 @@ Must not know: GBNF spelling (``_gbnf``), how limits are chosen from a token bud
 
 from __future__ import annotations
 
-from collections import Counter
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -29,6 +30,7 @@ from kaiyuan.chat.grammars._keywords import (
     unsupported,
 )
 from kaiyuan.chat.grammars._merge import all_of_parts, canonical, merge_all, normalize_bounds
+from kaiyuan.errors import InvalidRequest
 
 Schema = dict[str, Any]
 Path = tuple[str, ...]
@@ -66,6 +68,8 @@ class Compiler:
         self.strict = strict
         self.ref_rules: dict[object, str] = {}
         self.ref_stack: list[str] = []
+        self.level = 0  # recursion levels taken on the current path (entries into a ``cyclic`` reference)
+        self._cyclic: frozenset[str] | None = None
         self.shared: dict[str, ir.Ref] = {}
         self.string_rules: dict[tuple[str, str, int | None, int, int | None], ir.Ref] = {}
         self._validator_cache: object | None = None
@@ -73,7 +77,11 @@ class Compiler:
     # -- entry -----------------------------------------------------------------------------------------------
     def compile_root(self, name_hint: str = "root") -> str:
         name = self.rules.new_name(name_hint)
-        self.ref_rules[("#", ())] = name
+        if self.limits.depth is None:
+            self.ref_rules[("#", ())] = name
+        else:
+            self.level = 1 if "#" in self.cyclic() else 0
+            self.ref_rules[("#", 0)] = name
         self.ref_stack.append("#")
         body = self.compile(self.root, ())
         self.ref_stack.pop()
@@ -291,22 +299,58 @@ class Compiler:
             return self.compile(merged, path)
         target, where = self.resolve_pointer(ref, path)
         canonical_ref = pointer(where)
+        inner = self.level
         if self.limits.depth is None:
             key: object = (canonical_ref, ())
         else:
-            seen = self.ref_stack.count(canonical_ref)
-            if seen >= self.limits.depth:
-                return ir.NEVER  # recursion unrolled as deep as the budget allows
-            key = (canonical_ref, tuple(sorted(Counter(self.ref_stack).items())))
+            # Unrolled: one rule per (reference, recursion level), so the grammar grows with the number of
+            # references times the depth, never with the number of paths through them.
+            key = (canonical_ref, self.level)
+            if canonical_ref in self.cyclic():
+                if self.level >= self.limits.depth:
+                    return ir.NEVER  # recursion unrolled as deep as the budget allows
+                inner += 1
         name = self.ref_rules.get(key)
         if name is None:
             name = self.rules.new_name("ref-" + (where[-1] if where else "root"))
             self.ref_rules[key] = name
             self.ref_stack.append(canonical_ref)
-            body = self.compile(target, where)
-            self.ref_stack.pop()
+            outer, self.level = self.level, inner
+            try:
+                body = self.compile(target, where)
+            finally:
+                self.level = outer
+                self.ref_stack.pop()
             self.rules.define(name, body)
         return ir.Ref(name)
+
+    def cyclic(self) -> frozenset[str]:
+        """The references that recursion passes through: the targets of back edges of a depth-first walk of
+        the reference graph from the root. Every cycle of references enters one of them, so counting entries
+        into these alone bounds any recursion."""
+        if self._cyclic is None:
+            self._cyclic = frozenset(_back_edge_targets(self._references))
+        return self._cyclic
+
+    def _references(self, ref: str) -> list[str]:
+        """The canonical references a schema part makes (its definitions excluded; unresolvable ones left out)."""
+        try:
+            node = self.root if ref == "#" else self.resolve_pointer(ref, ())[0]
+        except InvalidRequest:  # reported where the reference is compiled
+            return []
+        found: list[str] = []
+        stack: list[Any] = [node]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                target = item.get("$ref")
+                if isinstance(target, str):
+                    with contextlib.suppress(InvalidRequest):
+                        found.append(pointer(self.resolve_pointer(target, ())[1]))
+                stack.extend(v for k, v in item.items() if k not in _DEFINITIONS)
+            elif isinstance(item, list):
+                stack.extend(item)
+        return found
 
     # -- anyOf / oneOf ---------------------------------------------------------------------------------------
     def _compile_choice(self, schema: Schema, path: Path) -> ir.Node:
@@ -803,6 +847,29 @@ class Compiler:
             return ir.alt(*parts)
 
         return walk("", 0)
+
+
+_DEFINITIONS = frozenset({"$defs", "definitions"})
+
+
+def _back_edge_targets(edges: Callable[[str], list[str]]) -> set[str]:
+    """Nodes that a depth-first walk from ``#`` reaches again while they are still open (iterative: a schema's
+    reference graph may be deep)."""
+    targets: set[str] = set()
+    state: dict[str, int] = {"#": 1}  # 1: open, 2: done
+    stack: list[tuple[str, Iterator[str]]] = [("#", iter(edges("#")))]
+    while stack:
+        node, children = stack[-1]
+        child = next(children, None)
+        if child is None:
+            state[node] = 2
+            stack.pop()
+        elif state.get(child) == 1:
+            targets.add(child)
+        elif child not in state:
+            state[child] = 1
+            stack.append((child, iter(edges(child))))
+    return targets
 
 
 _ROOT_URI = "urn:kaiyuan:schema-root"
