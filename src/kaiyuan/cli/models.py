@@ -74,6 +74,7 @@ def _table(rows: list[list[str]]) -> str:
 def _summary(manifest: Manifest) -> dict[str, Any]:
     return {
         "name": manifest.full_name,
+        "format": manifest.format,
         "digest": manifest.blob.digest,
         "size": manifest.size,
         "created": manifest.created,
@@ -198,6 +199,10 @@ def _license_rows(manifest: Manifest) -> list[tuple[str, str]]:
 def _metadata_rows(manifest: Manifest) -> list[tuple[str, str]]:
     from kaiyuan.gguf import ArrayInfo, read_gguf
 
+    if manifest.is_folder:  # a Hugging Face folder: its config.json, and the files it is made of
+        config = json.loads((manifest.model_path / "config.json").read_text(encoding="utf-8"))
+        rows = [(f"config.{key}", repr(value)[:100]) for key, value in config.items()]
+        return rows + [(f"file {path}", human_size(ref.size)) for path, ref in manifest.files.items()]
     rows = []
     for key, value in read_gguf(manifest.model_path).metadata.items():
         if isinstance(value, ArrayInfo):
@@ -215,7 +220,11 @@ def _metadata_rows(manifest: Manifest) -> list[tuple[str, str]]:
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--template", "template_only", is_flag=True, help="Print only the full chat template.")
-@click.option("--metadata", is_flag=True, help="Also list every GGUF metadata key.")
+@click.option(
+    "--metadata",
+    is_flag=True,
+    help="Also list every GGUF metadata key (a Hugging Face model: config.json and files).",
+)
 def show_command(name: str, as_json: bool, template_only: bool, metadata: bool) -> None:
     """Show a model's metadata, parameters, template, license and lineage."""
     manifest = _store().resolve(name)
@@ -239,6 +248,7 @@ def show_command(name: str, as_json: bool, template_only: bool, metadata: bool) 
         "Model",
         [
             ("name", manifest.full_name),
+            ("format", "Hugging Face folder (safetensors)" if manifest.is_folder else "GGUF"),
             ("architecture", manifest.architecture or "unknown"),
             ("parameters", parameter_size_label(manifest.parameters)),
             ("context length", str(manifest.context_length or "unknown")),
@@ -271,7 +281,7 @@ def show_command(name: str, as_json: bool, template_only: bool, metadata: bool) 
 
 
 def _default_name(path: Path) -> str:
-    """``SmolLM2-135M-Instruct.Q4_1.gguf`` → ``smollm2-135m-instruct.q4_1``."""
+    """``SmolLM2-135M-Instruct.Q4_1.gguf`` → ``smollm2-135m-instruct.q4_1``; a folder → its name, likewise."""
     stem = path.name.removesuffix(".gguf").lower()
     cleaned = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "._-") else "-" for ch in stem)
     cleaned = cleaned.lstrip("._-")[:80]
@@ -300,6 +310,10 @@ def _progress_bar(label: str, total: int) -> Iterator[Any]:
         yield update
 
 
+def _folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
 @click.command("import")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=True))
 @click.option("--name", "-n", "name", help="NAME[:TAG] to store it under (default: from the file name).")
@@ -317,24 +331,38 @@ def _progress_bar(label: str, total: int) -> Iterator[Any]:
     "engine; lineage and license terms inherited from BASE).",
 )
 def import_command(file: Path, name: str | None, force: bool, link: bool, base: str | None) -> None:
-    """Add a local GGUF file to the model store.
+    """Add a local GGUF file or Hugging Face model folder to the model store.
 
-    The file is checked (header, metadata, tensor table) before anything is stored, copied while its SHA-256
-    is computed, and registered under NAME[:TAG] (tag "latest" when omitted).
+    A GGUF file is checked (header, metadata, tensor table) before anything is stored; a folder must hold
+    config.json, a tokenizer and *.safetensors weights (license and lineage are read from its model card and
+    LICENSE file). Files are copied while their SHA-256 is computed, and the model is registered under
+    NAME[:TAG] (tag "latest" when omitted).
 
     \b
     Examples:
       kaiyuan import ./qwen2.5-0.5b-instruct-q4_k_m.gguf --name qwen2.5:0.5b
+      kaiyuan import ./Qwen2.5-0.5B-Instruct --name qwen2.5:0.5b-hf
       kaiyuan import ./support-lora.gguf --base smollm2 --name smollm2-support
     """
     store = _store()
     model = name or _default_name(file)
+    if file.is_dir():
+        if base is not None or link:
+            raise click.UsageError("--base and --link take a GGUF file, not a folder")
+        with _progress_bar(f"importing {file.name}", _folder_size(file)) as progress:
+            manifest = store.import_hf_folder(file, model, progress=progress, overwrite=force)
+        _imported(manifest)
+        return
     size = file.stat().st_size if file.is_file() else 0
     with _progress_bar(f"importing {file.name}", size) as progress:
         if base is None:
             manifest = store.import_gguf(file, model, progress=progress, overwrite=force, link=link)
         else:
             manifest = _import_adapter(store, file, model, base, progress=progress, overwrite=force)
+    _imported(manifest)
+
+
+def _imported(manifest: Manifest) -> None:
     click.echo(
         f"imported {manifest.full_name} ({_short_id(manifest.blob.digest)}, {human_size(manifest.size)}, "
         f"{manifest.architecture}, {parameter_size_label(manifest.parameters)} parameters, "

@@ -2,8 +2,9 @@
 
 Owns turning GGUF metadata (``general.license*``, ``general.base_model.N.*``, ``general.dataset.N.*``), Hugging Face
 card front matter (``license``, ``license_name``, ``license_link``, ``base_model``, ``base_model_relation``,
-``datasets``) and LICENSE files next to a model into the manifest-shaped dict that ``evaluate`` reads, so a model
-can be judged before it is imported. It reads files; it does not decide what the license allows.
+``datasets``), a Hugging Face folder's ``config.json`` (a ``license`` key, where a model sets one) and LICENSE files
+next to a model into the manifest-shaped dict that ``evaluate`` reads, so a model can be judged before it is
+imported. It reads files; it does not decide what the license allows.
 """
 
 from __future__ import annotations
@@ -236,6 +237,9 @@ def detect_from_path(path: str | os.PathLike[str]) -> dict[str, Any]:
     ggufs = sorted(target.glob("*.gguf"))
     for gguf_path in ggufs[:1]:
         parts.append(model_from_gguf_metadata(read_gguf_metadata(gguf_path)))
+    config = _config_model(target / "config.json")
+    if config is not None:
+        parts.append(config)
     text_record = None
     for lic in _license_files(target):
         candidate = identify_text(_read_text(lic))
@@ -244,12 +248,31 @@ def detect_from_path(path: str | os.PathLike[str]) -> dict[str, Any]:
             break
     if not parts and text_record is None and not ggufs:
         raise InvalidModelFile(
-            f"{target}: no model card (README.md with YAML front matter), GGUF file or LICENSE file found"
+            f"{target}: no model card (README.md with YAML front matter), config.json, GGUF file or LICENSE "
+            "file found"
         )
     model = _merge_detections(target, parts, text_record)
     model["card"] = card_found
     model["files"] = [str(p) for p in ggufs]
     return model
+
+
+def _config_model(path: Path) -> dict[str, Any] | None:
+    """What a Hugging Face ``config.json`` declares: a ``license`` (few models set one), never lineage.
+    None when there is no such file; a config that is not JSON declares nothing."""
+    if not path.is_file():
+        return None
+    import json
+
+    try:
+        config = json.loads(_read_text(path))
+    except ValueError:
+        return {"license": None, "lineage": {}}
+    declared = config.get("license") if isinstance(config, dict) else None
+    license_value = (
+        {"id": declared, "source": "config.json"} if isinstance(declared, str) and declared else None
+    )
+    return {"license": license_value, "lineage": {}}
 
 
 def _is_gguf(path: Path) -> bool:

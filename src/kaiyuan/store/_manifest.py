@@ -1,11 +1,15 @@
 """The manifest: one JSON file per ``name:tag`` that says which blob(s) make the model and what is known about it.
 
 Owns: the manifest's fields, their JSON form (schema version 1) and the conversion to ``kaiyuan.types.ModelInfo``.
+A GGUF model is one file (``blob``); a Hugging Face model (``format = "hf"``) is a folder whose files are each a
+blob (``files``), named as a whole by the digest of its tree index (``blob``), and opened as the folder the store
+lays out under ``models/trees/<digest>/``.
 Must not know: where manifests are written or how blobs get into the store (``_store.py``, ``_blobs.py``).
 
     {
-      "schema_version": 1, "name": "smollm2", "tag": "135m", "format": "gguf",
-      "blob": {"digest": "sha256-<hex>", "size": 98362432},
+      "schema_version": 1, "name": "smollm2", "tag": "135m", "format": "gguf" | "hf",
+      "blob": {"digest": "sha256-<hex>", "size": 98362432},   (gguf: the model file; hf: the tree index)
+      "files": {"config.json": {"digest", "size"}, "model.safetensors": {...}, ...},   (hf only)
       "architecture": "llama", "parameters": 134515008, "quantization": "Q4_1", "context_length": 8192,
       "chat_template_digest": "sha256-<hex>" | null,
       "display_name": ..., "basename": ..., "organization": ..., "repo_url": ...,   (general.* as found)
@@ -85,7 +89,8 @@ class Manifest:
     name: str
     tag: str
     blob: BlobRef
-    format: str = "gguf"
+    format: str = "gguf"  # "gguf" (blob is the model file) or "hf" (blob is the tree index of ``files``)
+    files: dict[str, BlobRef] = field(default_factory=dict)  # hf: relative path in the folder -> blob
     architecture: str = ""
     parameters: int = 0  # tensor elements (count)
     quantization: str = ""  # "Q4_K_M", "F16" ...
@@ -132,9 +137,25 @@ class Manifest:
         return ref
 
     @property
+    def is_folder(self) -> bool:
+        """A Hugging Face-format model (a folder of files), not a GGUF file."""
+        return self.format == "hf"
+
+    @property
     def model_path(self) -> Path:
-        """The GGUF file to load."""
+        """What an engine opens: the GGUF file, or for an hf model the folder ``models/trees/<digest>/`` (laid
+        out by the store when it resolves the model)."""
+        if self.is_folder:
+            if self.blobs_dir is None:
+                raise StoreError(
+                    f"manifest {self.full_name} is not attached to a store; read it through ModelStore"
+                )
+            return self.blobs_dir.parent / "trees" / self.blob.digest
         return self._blob_file(self.blob)
+
+    def file_paths(self) -> dict[str, Path]:
+        """hf: relative path in the folder -> the blob file holding it."""
+        return {relative: self._blob_file(ref) for relative, ref in self.files.items()}
 
     @property
     def adapter_paths(self) -> list[Path]:
@@ -143,13 +164,15 @@ class Manifest:
 
     @property
     def size(self) -> int:
-        """Bytes of the model file plus its adapters."""
-        return self.blob.size + sum(ref.size for ref in self.adapters)
+        """Bytes of the model file (or the folder's files) plus its adapters."""
+        files = sum(ref.size for ref in self.files.values())
+        return self.blob.size + files + sum(ref.size for ref in self.adapters)
 
     @property
     def digests(self) -> list[str]:
         """Every blob this manifest keeps alive."""
-        return [self.blob.digest, *(ref.digest for ref in self.adapters)]
+        files = (ref.digest for ref in self.files.values())
+        return list(dict.fromkeys([self.blob.digest, *files, *(ref.digest for ref in self.adapters)]))
 
     @property
     def license_id(self) -> str:
@@ -203,6 +226,7 @@ class Manifest:
             "tag": self.tag,
             "format": self.format,
             "blob": self.blob.to_dict(),
+            **({"files": {path: ref.to_dict() for path, ref in self.files.items()}} if self.files else {}),
             "architecture": self.architecture,
             "parameters": self.parameters,
             "quantization": self.quantization,
@@ -269,6 +293,14 @@ class Manifest:
         name, tag = text("name"), text("tag")
         if not name or not tag:
             raise ValueError("name and tag are required")
+        files = data.get("files")
+        files = {} if files is None else files
+        if not isinstance(files, dict):
+            raise ValueError("files must be an object")
+        for path in files:
+            parts = str(path).split("/")
+            if not path or path.startswith("/") or any(part in ("", ".", "..") for part in parts):
+                raise ValueError(f"files: {path!r} is not a path inside the model folder")
         adapters = data.get("adapters")
         adapters = [] if adapters is None else adapters
         if not isinstance(adapters, list):
@@ -278,6 +310,7 @@ class Manifest:
             tag=tag,
             blob=BlobRef.from_dict(data.get("blob"), "blob"),
             format=text("format", "gguf"),
+            files={str(path): BlobRef.from_dict(ref, f"files[{path!r}]") for path, ref in files.items()},
             architecture=text("architecture"),
             parameters=count("parameters"),
             quantization=text("quantization"),

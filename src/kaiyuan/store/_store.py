@@ -5,6 +5,7 @@ Layout::
     models/
       manifests/<name parts...>/<tag>.json   one manifest per name:tag (see _manifest.py)
       blobs/sha256-<hex>                     model and adapter files, named by their SHA-256
+      trees/sha256-<hex>/                    a Hugging Face model's folder: links to its blobs (_hf_folder.py)
       blobs/.partial-<random>                a file being added (never listed; removed on failure)
       verified.json                          digests of files linked from outside the store (bundled model)
       .lock                                  the store's file lock
@@ -13,7 +14,7 @@ Every change of manifests or blobs happens under one inter-process file lock, an
 temporary name and renamed into place, so readers see the old or the new state, never half of one. Files are
 validated as GGUF and hashed before anything is committed; on any failure nothing is left behind.
 
-Owns: resolving names (with close-name suggestions), importing GGUF files, adding blobs and manifests for
+Owns: resolving names (with close-name suggestions), importing GGUF files and Hugging Face folders, adding blobs and manifests for
 pulls / fine-tunes / exports, adapter models, copy, remove with garbage collection, the bundled default.
 Must not know: llama.cpp, HTTP, the CLI; license policy beyond calling ``_check_policy``.
 """
@@ -60,6 +61,16 @@ from kaiyuan.store._facts import (
     normalise_lineage,
     template_digest,
 )
+from kaiyuan.store._hf_folder import (
+    TREES_DIR,
+    FolderFile,
+    hf_facts,
+    materialise_tree,
+    read_folder_template,
+    remove_tree,
+    scan_folder,
+    tree_index,
+)
 from kaiyuan.store._manifest import BlobRef, Manifest, now_iso
 from kaiyuan.store._names import ModelName, parse_name
 from kaiyuan.store._policy import _check_policy
@@ -84,6 +95,7 @@ class ModelStore:
         self.root = self.home / "models"
         self.manifests_dir = self.root / "manifests"
         self.blobs = BlobStore(self.root / "blobs")
+        self.trees = self.root / TREES_DIR
         self.policy: dict[str, Any] = dict(policy or {})
         self._verified = VerifiedDigests(self.root / "verified.json")
         self._lock = FileLock(str(self.root / ".lock"), timeout=lock_timeout)
@@ -197,6 +209,7 @@ class ModelStore:
         for digest in dict.fromkeys(digests):
             if digest not in referenced:
                 self.blobs.remove(digest)
+                remove_tree(self.trees, digest)
                 removed.append(digest)
         return removed
 
@@ -310,9 +323,11 @@ class ModelStore:
         return manifest
 
     def _check_files(self, manifest: Manifest) -> None:
-        for ref, path in zip(
-            [manifest.blob, *manifest.adapters], [manifest.model_path, *manifest.adapter_paths], strict=True
-        ):
+        refs = [*manifest.files.values(), *manifest.adapters]
+        paths = [*manifest.file_paths().values(), *manifest.adapter_paths]
+        if not manifest.is_folder:
+            refs, paths = [manifest.blob, *refs], [manifest.model_path, *paths]
+        for ref, path in zip(refs, paths, strict=True):
             try:
                 size = path.stat().st_size
             except OSError:
@@ -327,6 +342,8 @@ class ModelStore:
                     f"the file of {manifest.full_name} ({path}) has {size} bytes, the manifest says {ref.size}: "
                     f"it was changed on disk; import the model again"
                 )
+        if manifest.is_folder:
+            materialise_tree(self.trees, manifest.blob.digest, manifest.file_paths())
 
     def _not_found(self, text: str, model_name: ModelName) -> ModelNotFound:
         manifests, _ = self._all()
@@ -446,6 +463,102 @@ class ModelStore:
             return self._commit_model(model_name, manifest, staged, overwrite=overwrite)
         finally:
             self.blobs.discard(staged)
+
+    def import_hf_folder(
+        self,
+        folder: Path,
+        name: str,
+        *,
+        progress: Progress | None = None,
+        lineage: dict[str, Any] | None = None,
+        license: dict[str, Any] | None = None,
+        source: str | None = None,
+        overwrite: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> Manifest:
+        """Add a Hugging Face model folder under ``name``: each kept file a blob (copied while hashed), plus the
+        tree index that names the model; ``model_path`` is then the folder the store lays out of them.
+
+        ``license``/``lineage`` default to what the card, ``config.json`` and LICENSE file declare
+        (``kaiyuan.license.detect_from_path``); ``extra`` sets other manifest fields (``organization``,
+        ``repo_url``...). Raises InvalidModelFile naming a missing config.json, tokenizer or weights; on any
+        failure nothing is added.
+        """
+        model_name = parse_name(name)
+        source_path = Path(folder).expanduser().absolute()
+        files = scan_folder(source_path)
+        facts = hf_facts(source_path)
+        if license is None or lineage is None:
+            found = _detect_folder(source_path)
+            license = license if license is not None else found["license"]
+            lineage = lineage if lineage is not None else found["lineage"]
+        try:
+            lineage_record = normalise_lineage(lineage)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="lineage") from exc
+        total = sum(f.size for f in files)
+        draft = Manifest(
+            name=model_name.name,
+            tag=model_name.tag,
+            blob=BlobRef("sha256-" + "0" * 64, 0),
+            format="hf",
+            license=dict(license),
+            lineage=lineage_record,
+            source=source or f"import:{source_path}",
+            **{**facts, **(extra or {})},
+        )
+        _check_policy(draft, self.policy, action="import")
+        self._ensure_bundled()
+        if free_bytes(self.root) < total:
+            raise StoreError(f"not enough disk space in {self.root} for {source_path} ({total} bytes)")
+        staged = self._stage_files(files, progress, total)
+        try:
+            refs = {relative: BlobRef(item.digest, item.size) for relative, item in staged.items()}
+            index = self.partial_dir / f".partial-tree-{uuid.uuid4().hex}"
+            index.write_bytes(tree_index({relative: ref.digest for relative, ref in refs.items()}))
+            tree = self.blobs.stage_move(index)
+            staged["\0tree"] = tree
+            manifest = dataclasses.replace(draft, blob=BlobRef(tree.digest, tree.size), files=refs)
+            with self._locked():
+                current = self._read(model_name)
+                if current is not None and not overwrite:
+                    if current.digests == manifest.digests:
+                        return current
+                    raise self._exists(model_name)
+                for item in staged.values():
+                    self.blobs.commit(item)
+                self._write(manifest)
+                materialise_tree(self.trees, manifest.blob.digest, manifest.file_paths())
+                if current is not None:
+                    self._collect(set(current.digests) - set(manifest.digests))
+        finally:
+            for item in staged.values():
+                self.blobs.discard(item)
+        log.info(
+            "added %s (%s, %d files, %d bytes)", manifest.full_name, tree.digest, len(refs), manifest.size
+        )
+        return manifest
+
+    def _stage_files(
+        self, files: builtins.list[FolderFile], progress: Progress | None, total: int
+    ) -> dict[str, Staged]:
+        """Copy each file into the blob folder while hashing it; one progress count over all of them."""
+        staged: dict[str, Staged] = {}
+        done = 0
+        try:
+            for item in files:
+
+                def report(n: int, _total: int, before: int = done) -> None:
+                    if progress is not None:
+                        progress(before + n, total)
+
+                staged[item.relative] = self.blobs.stage_copy(item.path, report)
+                done += item.size
+        except BaseException:
+            for partial in staged.values():
+                self.blobs.discard(partial)
+            raise
+        return staged
 
     def _exists(self, model_name: ModelName) -> ModelExists:
         return ModelExists(
@@ -618,6 +731,11 @@ class ModelStore:
                     if digest not in referenced:
                         self.blobs.remove(digest)
                         removed.append(digest)
+                if self.trees.is_dir():
+                    for tree in self.trees.iterdir():
+                        if tree.name not in referenced and not tree.name.startswith(".partial-"):
+                            remove_tree(self.trees, tree.name)
+                            removed.append(f"{TREES_DIR}/{tree.name}")
             now = time.time()
             for partial in self.blobs.partials():
                 with contextlib.suppress(OSError):
@@ -627,10 +745,26 @@ class ModelStore:
         return removed
 
 
+def _detect_folder(folder: Path) -> dict[str, Any]:
+    """License and lineage a model folder declares (card front matter, config.json, LICENSE file)."""
+    from kaiyuan.license import detect_from_path
+
+    try:
+        found = detect_from_path(folder)
+    except InvalidModelFile as exc:
+        log.warning("%s: %s; the model's license is unknown", folder, exc.message)
+        return {"license": {"source": "none"}, "lineage": {}}
+    lineage = found.get("lineage") or {}
+    return {"license": found.get("license") or {"source": "none"}, "lineage": lineage}
+
+
 def read_chat_template(manifest: Manifest) -> str | None:
-    """The chat template stored in the model's GGUF (``tokenizer.chat_template``), checked against the manifest."""
-    info = read_gguf(manifest.model_path)
-    template = info.chat_template
+    """The chat template stored in the model's GGUF (``tokenizer.chat_template``) or, for a Hugging Face folder,
+    in ``chat_template.jinja`` / ``tokenizer_config.json``; checked against the manifest."""
+    if manifest.is_folder:
+        template = read_folder_template(manifest.model_path)
+    else:
+        template = read_gguf(manifest.model_path).chat_template
     if (
         manifest.chat_template_digest is not None
         and template_digest(template) != manifest.chat_template_digest
