@@ -25,7 +25,7 @@ from kaiyuan.engine import Engine, SharedEngines
 from kaiyuan.errors import ConfigError, MissingExtra
 from kaiyuan.gguf import read_gguf
 from kaiyuan.license import enforce_policy
-from kaiyuan.store import Manifest, ModelStore, read_chat_template
+from kaiyuan.store import Manifest, ModelStore, folder_special_tokens, read_chat_template
 
 __all__ = ["EngineFactory", "choose_engine", "default_engine_factory", "make_loader", "model_settings"]
 
@@ -115,9 +115,12 @@ def model_settings(settings: Settings, full_name: str) -> dict[str, Any]:
     return table
 
 
-def _special_tokens(model_path: str) -> tuple[str, str]:
-    """The BOS/EOS texts templates print (``bos_token``), from the GGUF's tokenizer metadata."""
-    info = read_gguf(model_path)
+def _special_tokens(manifest: Manifest) -> tuple[str, str]:
+    """The BOS/EOS texts templates print (``bos_token``): the GGUF's tokenizer metadata, or a Hugging Face
+    folder's ``tokenizer_config.json``."""
+    if manifest.is_folder:
+        return folder_special_tokens(manifest.model_path)
+    info = read_gguf(manifest.model_path)
     return info.bos_token or "", info.eos_token or ""
 
 
@@ -132,7 +135,7 @@ def make_loader(
         manifest = store.resolve(name)
         enforce_policy(manifest.to_dict(), settings.policy, "serve")  # LicenseDenied (403) when forbidden
         per_model = model_settings(settings, manifest.full_name)
-        bos, eos = _special_tokens(str(manifest.model_path))
+        bos, eos = _special_tokens(manifest)
         template = ChatTemplate(read_chat_template(manifest), bos_token=bos, eos_token=eos)
         info = manifest.to_model_info()
         bare = dataclasses.replace(manifest, adapters=[])
