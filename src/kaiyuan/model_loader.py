@@ -15,6 +15,7 @@ one KV cache, and their requests are batched by one scheduler. The factory is ca
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -124,6 +125,25 @@ def _special_tokens(manifest: Manifest) -> tuple[str, str]:
     return info.bos_token or "", info.eos_token or ""
 
 
+def _adapters_for_engine(manifest: Manifest, base: Manifest, settings: Settings) -> list[str]:
+    """The adapter model's LoRA files in the form its engine loads: the stored GGUF LoRAs for llama.cpp; for vLLM,
+    PEFT folders converted from them once (cached under ``adapters/peft/<digest>``; the GGUF stays the record)."""
+    paths = [str(p) for p in manifest.adapter_paths]
+    if not paths or base.format == "gguf" or choose_engine(base, settings) != "vllm":
+        return paths
+    from kaiyuan.export import base_shape_of, gguf_lora_to_peft
+
+    config = json.loads((base.model_path / "config.json").read_text(encoding="utf-8"))
+    shape = base_shape_of(base.model_path, config)
+    folders = []
+    for ref, path in zip(manifest.adapters, manifest.adapter_paths, strict=True):
+        folder = settings.adapters_dir / "peft" / ref.digest
+        if not folder.is_dir():
+            gguf_lora_to_peft(path, shape, folder, base_name=base.full_name)
+        folders.append(str(folder))
+    return folders
+
+
 def make_loader(
     settings: Settings, store: ModelStore, engine_factory: EngineFactory = default_engine_factory
 ) -> Callable[[str], ChatModel]:
@@ -142,7 +162,7 @@ def make_loader(
         engine = engines.acquire(
             str(manifest.model_path),
             lambda: engine_factory(bare, settings),
-            adapters=[str(p) for p in manifest.adapter_paths],
+            adapters=_adapters_for_engine(manifest, bare, settings),
         )
         log.info("loaded %s (dialect %s)", manifest.full_name, template.dialect.name)
         return ChatModel(

@@ -17,6 +17,7 @@ from kaiyuan.export._lora_gguf import (
     read_peft_adapter,
     write_lora_gguf,
 )
+from kaiyuan.export._lora_peft import gguf_lora_to_peft
 from kaiyuan.export._merge import AdapterWeights, add_metadata, merge_adapter, read_gguf_adapter
 from kaiyuan.export._quantize import QUANT_CHOICES, file_type_name, quantize
 
@@ -35,6 +36,7 @@ __all__ = [
     "export_model",
     "file_type_name",
     "gguf_lora_tensors",
+    "gguf_lora_to_peft",
     "merge_adapter",
     "permute_qk_rows",
     "quantize",

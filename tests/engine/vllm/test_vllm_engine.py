@@ -51,7 +51,7 @@ def engine(smollm2_hf_dir: Path) -> Iterator[Any]:
         str(smollm2_hf_dir),
         n_ctx=1024,
         n_parallel=4,
-        options=VllmOptions(dtype="bfloat16", kv_cache_gib=1, cpu_threads=1),
+        options=VllmOptions(dtype="bfloat16", kv_cache_gib=1, cpu_threads=1, enable_lora=True),
     )
     yield eng
     eng.close()
@@ -269,3 +269,44 @@ def test_vocabulary_round_trip(engine: Any) -> None:
     assert len(engine.tokenize("<|im_start|>", parse_special=True)) == 1
     assert len(engine.tokenize("<|im_start|>", parse_special=False)) > 1
     assert engine.is_eog(engine.tokenize("<|im_end|>")[0])
+
+
+@pytest.fixture(scope="module")
+def peft_lora(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The random test LoRA (GGUF, made for SmolLM2) as a PEFT folder, the form vLLM loads."""
+    from tests.fixtures.lora_gguf import random_lora
+    from tests.fixtures.tiny_gguf import smollm2_path
+
+    from kaiyuan.export import BaseShape, gguf_lora_to_peft
+
+    folder = tmp_path_factory.mktemp("vllm-lora")
+    gguf = random_lora(smollm2_path(), folder / "lora.gguf")
+    return gguf_lora_to_peft(Path(gguf), BaseShape.from_gguf(smollm2_path()), folder / "peft")
+
+
+def test_lora_per_request_next_to_the_bare_base(engine: Any, peft_lora: Path) -> None:
+    ids = prompt(engine, QUESTIONS[1])
+    sampling = SamplingParams(temperature=0, max_tokens=16)
+    base_alone = [e.token for e in run(engine, GenerationRequest(prompt=ids, sampling=sampling))[0]]
+    with_lora = engine.submit(GenerationRequest(prompt=ids, sampling=sampling, adapters=(str(peft_lora),)))
+    bare = engine.submit(GenerationRequest(prompt=ids, sampling=sampling, adapters=()))
+    lora_tokens, bare_tokens = [e.token for e in with_lora], [e.token for e in bare]
+    assert bare_tokens == base_alone
+    assert lora_tokens != base_alone
+    stats = engine.stats()
+    assert stats.by_adapters is not None and () in stats.by_adapters
+
+
+def test_lora_for_another_model_is_refused_before_loading(engine: Any, tmp_path: Path) -> None:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder = tmp_path / "other-lora"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 4, "lora_alpha": 8}')
+    save_file(
+        {"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": np.zeros((4, 4096), np.float32)},
+        str(folder / "adapter_model.safetensors"),
+    )
+    with pytest.raises(InvalidRequest, match="made for another model"):
+        engine.submit(GenerationRequest(prompt=[1, 2], adapters=(str(folder),)))

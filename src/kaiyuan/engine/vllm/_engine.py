@@ -30,6 +30,7 @@ from tokenizers.decoders import DecodeStream
 from kaiyuan.engine._admission import check_request, generation_limit
 from kaiyuan.engine._handle import GenerationHandle
 from kaiyuan.engine._protocol import EngineStats, GenerationRequest
+from kaiyuan.engine.vllm._lora_check import check_lora_fits
 from kaiyuan.engine.vllm._phases import PhaseRunner, RequestCounters
 from kaiyuan.errors import EngineError, InvalidRequest, Overloaded
 
@@ -267,14 +268,14 @@ class VllmEngine:
         return token in self.eog
 
     # -- LoRA ----------------------------------------------------------------------------------------
-    @staticmethod
-    def _lora_key(path: str) -> str:
+    def _lora_key(self, path: str) -> str:
         real = os.path.realpath(path)
         if not os.path.isfile(os.path.join(real, "adapter_config.json")):
             raise InvalidRequest(
                 f"{path} is not a PEFT LoRA folder (no adapter_config.json); vLLM loads PEFT adapters",
                 param="adapters",
             )
+        check_lora_fits(Path(real), Path(self.model_path))
         return real
 
     def _lora(self, adapters: tuple[str, ...]) -> Any:
