@@ -184,7 +184,7 @@ def test_unknown_fields_are_accepted_and_logged_once(fake_server, caplog) -> Non
 
 
 def test_ignored_openai_fields_do_not_fail_and_are_logged_once(fake_server, caplog, monkeypatch) -> None:
-    from kaiyuan.protocol import convert
+    from kaiyuan.protocol import convert_openai as convert
 
     monkeypatch.setattr(convert, "_logged_ignored", set())
     app, _ = fake_server()
@@ -198,7 +198,7 @@ def test_ignored_openai_fields_do_not_fail_and_are_logged_once(fake_server, capl
         modalities=["text"],
         stream_options={"include_obfuscation": False},
     )
-    with caplog.at_level(logging.INFO, logger="kaiyuan.protocol.convert"):
+    with caplog.at_level(logging.INFO, logger="kaiyuan.protocol.convert_openai"):
         for _ in range(2):
             assert run(post(app, "/v1/chat/completions", body(**extras))).status_code == 200
     for name in ("metadata", "service_tier", "verbosity"):

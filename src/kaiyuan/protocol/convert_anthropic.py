@@ -21,7 +21,7 @@ from typing import Any
 
 from kaiyuan.errors import InvalidRequest, KaiyuanError, UnsupportedFeature
 from kaiyuan.protocol import anthropic as an
-from kaiyuan.protocol.convert import NativeChoice, new_id
+from kaiyuan.protocol.convert_shared import NativeChoice, new_id
 from kaiyuan.types import ChatRequest, Chunk, Message, SamplingParams, ToolCall, Usage
 
 __all__ = [

@@ -8,8 +8,8 @@ nanosecond timings on the final object), and model listings (``ModelInfo`` → `
 Requests that are valid JSON but ask for what kaiyuan does not do (images, ``suffix``, template overrides) raise
 ``UnsupportedFeature`` naming the field; known Ollama options kaiyuan has no use for are logged once.
 
-Must not know the engine, the chat layer, HTTP or the store (protocol → leaf + pydantic only); it reuses the
-shared helpers of ``convert.py`` (``NativeChoice``).
+Must not know the engine, the chat layer, HTTP or the store (protocol → leaf + pydantic only); it reuses what
+every skin shares from ``convert_shared.py`` (``NativeChoice``, the model's default options).
 """
 
 from __future__ import annotations
@@ -18,14 +18,20 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from kaiyuan.errors import InvalidRequest, UnsupportedFeature
 from kaiyuan.protocol import ollama as ol
-from kaiyuan.protocol.convert import NativeChoice, logprob_entries
+from kaiyuan.protocol.convert_shared import (
+    NativeChoice,
+    log_ignored_options,
+    logprob_entries,
+    options_dict,
+    sampling_fields,
+)
 from kaiyuan.types import (
     ChatRequest,
     Chunk,
@@ -53,7 +59,6 @@ __all__ = [
     "iso_time",
     "list_model",
     "model_details",
-    "options_dict",
     "parameter_lines",
     "parse_keep_alive",
     "process_model",
@@ -72,7 +77,6 @@ FOREVER = math.inf
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_MAX_STOPS = 16
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -127,82 +131,15 @@ def parse_keep_alive(value: float | str | None) -> float | None:
     return FOREVER if sign < 0 and total > 0 else total
 
 
-def options_dict(
-    options: ol.Options | None, model_defaults: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """The options in force: the model's defaults (an Ollama ``params`` layer) under the request's own."""
-    merged: dict[str, Any] = {}
-    for key, value in (model_defaults or {}).items():
-        if key in ol.Options.model_fields:
-            merged[key] = value
-    if options is not None:
-        merged.update(options.model_dump(exclude_none=True))
-    return merged
-
-
 def sampling_from_options(
     opts: Mapping[str, Any], *, logprobs: bool = False, top_logprobs: int = 0
 ) -> tuple[SamplingParams, int | None]:
     """Native sampling settings from Ollama options, and the requested context window (``num_ctx``) if any.
     Options kaiyuan does not act on are logged once each (the request still runs)."""
-    _log_ignored_options(opts)
-    sampling = SamplingParams(**_sampling_fields(opts), logprobs=logprobs, top_logprobs=top_logprobs)
+    log_ignored_options(opts)
+    sampling = SamplingParams(**sampling_fields(opts), logprobs=logprobs, top_logprobs=top_logprobs)
     num_ctx = opts.get("num_ctx")
     return sampling, int(num_ctx) if num_ctx is not None else None
-
-
-def with_model_options(
-    sampling: SamplingParams, unset: Iterable[str], model_options: Mapping[str, Any]
-) -> SamplingParams:
-    """``sampling`` with the fields in ``unset`` (those a request left out) taken from the model's default options
-    (Ollama-named: ``temperature``, ``num_predict``, ``stop`` ...), as Ollama applies a model's parameters on its
-    OpenAI-compatible endpoints too."""
-    options = options_dict(None, model_options)
-    _log_ignored_options(options)
-    wanted = set(unset)
-    chosen = {name: value for name, value in _sampling_fields(options).items() if name in wanted}
-    return replace(sampling, **chosen) if chosen else sampling
-
-
-# Ollama option -> the SamplingParams field it sets
-_SAMPLING_OF_OPTION = {
-    "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p", "num_predict": "max_tokens",
-    "stop": "stop", "seed": "seed", "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
-    "repeat_penalty": "repetition_penalty",
-}  # fmt: skip
-
-
-def _sampling_fields(opts: Mapping[str, Any]) -> dict[str, Any]:
-    """The SamplingParams fields that Ollama options set; an option that is absent or null sets nothing.
-
-    ``num_predict`` -1 (infinite) and -2 (fill the context) mean no limit; a negative ``seed`` means random."""
-    fields: dict[str, Any] = {}
-    for option, name in _SAMPLING_OF_OPTION.items():
-        value = opts.get(option)
-        if value is None:
-            continue
-        if option in ("num_predict", "seed"):
-            value = int(value) if value >= 0 else None
-        elif option == "stop":
-            stops = [value] if isinstance(value, str) else list(value)
-            if len(stops) > _MAX_STOPS:
-                raise InvalidRequest(
-                    f"at most {_MAX_STOPS} stop sequences are supported, got {len(stops)}",
-                    param="options.stop",
-                )
-            value = [s for s in stops if s]
-        fields[name] = value
-    return fields
-
-
-def _log_ignored_options(opts: Mapping[str, Any]) -> None:
-    for name in ol.IGNORED_OPTIONS:
-        if opts.get(name) is not None:
-            ol.log_once(
-                ("option", name),
-                "Ollama option %r is accepted but has no effect in kaiyuan (logged once)",
-                name,
-            )
 
 
 def response_format_from(value: Any) -> dict[str, Any] | None:

@@ -4,7 +4,7 @@ Owns the JSON shapes only. Fields follow the OpenAI API reference order
 (https://platform.openai.com/docs/api-reference/chat/create, .../completions/create, .../embeddings/create,
 .../models); kaiyuan-only fields sit under a ``# kaiyuan extensions`` comment and carry a description. Unknown
 request fields are accepted (clients send new fields before servers know them) and logged once per field name.
-Must not know the engine, the chat layer or HTTP routing: ``convert.py`` translates these to native types.
+Must not know the engine, the chat layer or HTTP routing: ``convert_openai.py`` translates these to native types.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from starlette.requests import Request
 
 from kaiyuan.chat import ChatResult, ChatStream, collect_stream, start_chat
 from kaiyuan.errors import KaiyuanError
-from kaiyuan.protocol import convert_ollama
+from kaiyuan.protocol import convert_shared
 from kaiyuan.server._http import run_watching_disconnect
 from kaiyuan.server._models import ModelLease
 from kaiyuan.server._runtime import Runtime
@@ -69,7 +69,7 @@ async def begin(runtime: Runtime, native: ChatRequest, unset: set[str]) -> Runni
     lease = await runtime.models.acquire(native.model)
     timer = runtime.metrics.timer(lease.name)
     try:
-        native.sampling = convert_ollama.with_model_options(
+        native.sampling = convert_shared.with_model_options(
             native.sampling, unset, lease.model.default_options
         )
         stream = start_chat(lease.model, native, observer=timer)

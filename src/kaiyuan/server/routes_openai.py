@@ -19,8 +19,7 @@ from fastapi.responses import Response
 from kaiyuan.chat import ChatResult, ChatStream, collect_stream, start_chat, start_completion
 from kaiyuan.errors import InvalidRequest, KaiyuanError, ModelNotFound
 from kaiyuan.license import license_summary
-from kaiyuan.protocol import convert
-from kaiyuan.protocol import convert_ollama as conv_ollama
+from kaiyuan.protocol import convert_openai, convert_shared
 from kaiyuan.protocol import openai as oa
 from kaiyuan.server._http import EventStreamResponse, run_watching_disconnect, sse_events
 from kaiyuan.server._models import ModelLease
@@ -87,7 +86,9 @@ def _model_objects(runtime: Runtime) -> list[oa.ModelObject]:
         loaded = runtime.models.is_loaded(info.name)
         for model_id in _openai_ids(name):
             out.append(
-                convert.model_object(info, loaded=loaded, license=licenses[info.name], listed_as=model_id)
+                convert_openai.model_object(
+                    info, loaded=loaded, license=licenses[info.name], listed_as=model_id
+                )
             )
     return out
 
@@ -112,7 +113,7 @@ async def get_model(model_id: str, request: Request) -> Response:
             exc.param = "model_id"
             raise
         info = manifest.to_model_info()
-        return convert.model_object(  # the id asked for (an alias says whose it is), as in the listing
+        return convert_openai.model_object(  # the id asked for (an alias says whose it is), as in the listing
             info,
             loaded=runtime.models.is_loaded(info.name),
             license=_license_of(manifest),
@@ -164,11 +165,13 @@ async def _generate(
     then either stream it as SSE (``stream_encoder`` given) or collect it and answer with ``respond``. Metrics,
     the lease and the engine slots are released on every path, also when the client goes away."""
     runtime = get_runtime(request)
-    unset = convert.unset_sampling(body)
+    unset = convert_openai.unset_sampling(body)
     lease = await runtime.models.acquire(native.model)
     timer = runtime.metrics.timer(lease.name)
     try:
-        native.sampling = conv_ollama.with_model_options(native.sampling, unset, lease.model.default_options)
+        native.sampling = convert_shared.with_model_options(
+            native.sampling, unset, lease.model.default_options
+        )
         stream = start(lease.model, native, observer=timer)
     except BaseException:
         timer.finish(None)
@@ -176,7 +179,7 @@ async def _generate(
         raise
 
     created = int(time.time())
-    request_id = convert.new_id(id_prefix)
+    request_id = convert_shared.new_id(id_prefix)
 
     def finish() -> None:
         timer.finish(stream.usage)
@@ -203,12 +206,12 @@ async def _generate(
     summary="Create a chat completion (stream: true gives server-sent events)",
 )
 async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> Response:
-    native = convert.chat_request_to_native(body)
+    native = convert_openai.chat_request_to_native(body)
     reasoning_field = get_runtime(request).settings.reasoning_field
     logprobs = native.sampling.logprobs
 
     def stream_encoder(request_id: str, model: str, created: int) -> _Encode:
-        return convert.ChatStreamEncoder(
+        return convert_openai.ChatStreamEncoder(
             id=request_id,
             model=model,
             created=created,
@@ -218,7 +221,7 @@ async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> 
         ).encode
 
     def respond(request_id: str, model: str, created: int, result: ChatResult) -> Any:
-        return convert.chat_completion_from_native(
+        return convert_openai.chat_completion_from_native(
             id=request_id,
             created=created,
             model=model,
@@ -249,11 +252,11 @@ async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> 
     summary="Create a completion of a raw prompt (legacy API)",
 )
 async def completions(body: oa.CompletionRequest, request: Request) -> Response:
-    native = convert.completion_request_to_native(body)
+    native = convert_openai.completion_request_to_native(body)
     logprobs = native.sampling.logprobs
 
     def stream_encoder(request_id: str, model: str, created: int) -> _Encode:
-        return convert.CompletionStreamEncoder(
+        return convert_openai.CompletionStreamEncoder(
             id=request_id,
             model=model,
             created=created,
@@ -262,7 +265,7 @@ async def completions(body: oa.CompletionRequest, request: Request) -> Response:
         ).encode
 
     def respond(request_id: str, model: str, created: int, result: ChatResult) -> Any:
-        return convert.completion_from_native(
+        return convert_openai.completion_from_native(
             id=request_id,
             created=created,
             model=model,
@@ -290,7 +293,7 @@ async def completions(body: oa.CompletionRequest, request: Request) -> Response:
 )
 async def embeddings(body: oa.EmbeddingRequest, request: Request) -> Response:
     runtime = get_runtime(request)
-    texts = convert.embedding_inputs(body)
+    texts = convert_openai.embedding_inputs(body)
     lease = await runtime.models.acquire(body.model)
     try:
         engine = lease.model.engine
@@ -303,7 +306,7 @@ async def embeddings(body: oa.EmbeddingRequest, request: Request) -> Response:
     finally:
         lease.release()
     return _json(
-        convert.embedding_response(
+        convert_openai.embedding_response(
             model=lease.name,
             vectors=vectors,
             prompt_tokens=n_tokens,

@@ -1,4 +1,4 @@
-"""The one translation layer between wire models and kaiyuan's native types.
+"""The OpenAI skin's translation layer: OpenAI wire models ↔ kaiyuan's native types.
 
 Owns: OpenAI request objects → ``kaiyuan.types`` (``ChatRequest``, ``CompletionRequest``, ``SamplingParams``,
 ``Message``), native results and ``Chunk`` streams → OpenAI response and chunk objects, and the error envelope.
@@ -7,10 +7,9 @@ are well-formed JSON but ask for something kaiyuan does not do raise ``InvalidRe
 naming the ``param``, never a silent downgrade.
 
 Must not know the engine, the chat layer, HTTP or the store (protocol → leaf + pydantic only): native results are
-read through the small structural ``NativeChoice`` protocol.
-
-Layout, so that another API skin (Ollama: ``protocol/ollama.py``) adds its converters beside these: shared
-helpers first (``flatten_text``, ``sampling_from``, ``native_tool_calls``), then one section per OpenAI API.
+read through the small structural ``NativeChoice`` protocol (``convert_shared.py``, with what the other skins'
+converters share). Layout: helpers first (``flatten_text``, ``sampling_from``, ``native_tool_calls``), then one
+section per OpenAI API.
 """
 
 from __future__ import annotations
@@ -19,13 +18,13 @@ import base64
 import logging
 import struct
 import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from kaiyuan.errors import InvalidRequest, KaiyuanError, UnsupportedFeature
 from kaiyuan.protocol import openai as oa
+from kaiyuan.protocol.convert_shared import NativeChoice, logprob_entries
 from kaiyuan.types import (
     ChatRequest,
     Chunk,
@@ -41,7 +40,6 @@ from kaiyuan.types import (
 __all__ = [
     "ChatStreamEncoder",
     "CompletionStreamEncoder",
-    "NativeChoice",
     "chat_completion_from_native",
     "chat_request_to_native",
     "completion_from_native",
@@ -50,15 +48,11 @@ __all__ = [
     "embedding_response",
     "error_response",
     "flatten_text",
-    "logprob_entries",
     "model_object",
     "native_tool_calls",
-    "new_id",
     "sampling_from",
     "usage_to_openai",
 ]
-
-_E = TypeVar("_E")
 
 log = logging.getLogger(__name__)
 
@@ -86,28 +80,6 @@ def _log_ignored(req: Any) -> None:
         log.info(
             "accepting 'stream_options.include_obfuscation' but kaiyuan does not obfuscate (logged once)"
         )
-
-
-class NativeChoice(Protocol):
-    """What the chat layer's finished choice offers (``kaiyuan.chat.ChoiceResult`` satisfies it)."""
-
-    @property
-    def index(self) -> int: ...
-
-    @property
-    def message(self) -> Message: ...
-
-    @property
-    def finish_reason(self) -> str | None: ...
-
-    @property
-    def logprobs(self) -> list[TokenLogprob]: ...
-
-
-def new_id(prefix: str) -> str:
-    """An OpenAI-style object id: ``chatcmpl-…``, ``cmpl-…``, ``call_…``."""
-    sep = "_" if prefix == "call" else "-"
-    return f"{prefix}{sep}{uuid.uuid4().hex[:24]}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -316,24 +288,6 @@ def _native_message(m: Any, param: str) -> Message:
 # ---------------------------------------------------------------------------------------------------------------
 # Chat completions: response and stream
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def logprob_entries(
-    items: Sequence[TokenLogprob], entry: Callable[..., _E], top: Callable[..., Any]
-) -> list[_E]:
-    """Native logprobs as wire objects: both APIs use the same fields (token, logprob, bytes, top_logprobs of
-    token/logprob/bytes); only the model classes differ."""
-    return [
-        entry(
-            token=lp.token,
-            logprob=lp.logprob,
-            bytes=lp.bytes if lp.bytes is not None else list(lp.token.encode("utf-8")),
-            top_logprobs=[
-                top(token=tok, logprob=val, bytes=list(tok.encode("utf-8"))) for tok, val in lp.top
-            ],
-        )
-        for lp in items
-    ]
 
 
 def _logprobs_out(items: Sequence[TokenLogprob]) -> list[oa.TokenLogprob]:
@@ -676,12 +630,14 @@ def model_object(
         }
     )
     alias = listed_as if listed_as not in (None, info.name) else None
-    return oa.ModelObject(
+    entry = oa.ModelObject(
         id=alias or info.name,
         created=int(info.created),
         owned_by="kaiyuan",
         license=oa.LicenseObject(**lic),
         loaded=loaded,
         context_length=info.context_length or None,
-        **({"alias_of": info.name} if alias else {}),  # unset otherwise: left out of the JSON
     )
+    if alias:
+        entry.alias_of = info.name  # set only here: an unset field is left out of the JSON
+    return entry

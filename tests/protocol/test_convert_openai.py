@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import kaiyuan.protocol.convert as convert
+import kaiyuan.protocol.convert_openai as convert
 import kaiyuan.protocol.openai as oa
 from kaiyuan.errors import ContextOverflow, InvalidRequest, UnsupportedFeature
 from kaiyuan.types import Chunk, Message, ModelInfo, TokenLogprob, ToolCall, ToolCallDelta, Usage
