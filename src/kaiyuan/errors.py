@@ -15,6 +15,7 @@ to exit codes and the server maps it to HTTP statuses, each through one table (`
     ├── LicenseDenied               the license policy forbids this model or derivative (403)
     ├── ModelNotFound               no such model in the store (404)
     ├── ModelExists                 a name already taken where overwriting was not asked for (409)
+    ├── ResponseNotFound            no stored response with that id (Responses API; 404)
     ├── InvalidModelFile            a GGUF (or other model file) that is truncated, lying or not a model
     ├── TemplateError               a chat template that fails to render or tries to escape the sandbox
     ├── Overloaded                  queue full; try again later (429/503 with Retry-After)
@@ -46,6 +47,7 @@ __all__ = [
     "ModelNotFound",
     "Overloaded",
     "PullError",
+    "ResponseNotFound",
     "StoreError",
     "TemplateError",
     "TuneError",
@@ -138,6 +140,13 @@ class ModelExists(KaiyuanError):
     http_status = 409
     exit_code = 1
     code = "model_exists"
+    error_type = "invalid_request_error"
+
+
+class ResponseNotFound(KaiyuanError):
+    http_status = 404
+    exit_code = 1
+    code = "not_found"
     error_type = "invalid_request_error"
 
 

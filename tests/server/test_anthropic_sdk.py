@@ -36,11 +36,8 @@ TIME = {
 ASK = [{"role": "user", "content": "Name three colours."}]
 
 
-@pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, tiny_gguf_factory: Callable[..., Path]
-) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("anthropic-home")
+def import_r1_tiny(home: Path, tiny_gguf_factory: Callable[..., Path]) -> None:
+    """Import a tiny random-weight qwen2 model with DeepSeek-R1's chat template into ``home`` as ``r1-tiny``."""
     r1 = tiny_gguf_factory(
         arch="qwen2",
         chat_template=tiny_gguf.template_text("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B"),
@@ -49,12 +46,16 @@ def server(
         name=R1,
     )
     env = {"KAIYUAN_HOME": str(home), "PATH": "/usr/bin:/bin"}
-    subprocess.run(
-        [sys.executable, "-m", "kaiyuan", "import", str(r1), "--name", R1],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    cmd = [sys.executable, "-m", "kaiyuan", "import", str(r1), "--name", R1]
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, tiny_gguf_factory: Callable[..., Path]
+) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("anthropic-home")
+    import_r1_tiny(home, tiny_gguf_factory)
     yield from start_server(home, "--parallel", "2", "--max-loaded", "2", api_key=KEY)
 
 

@@ -2,9 +2,10 @@
 
 ``openai`` holds the OpenAI request/response models, ``convert_openai`` translates them to and from
 ``kaiyuan.types``; ``ollama`` and ``convert_ollama`` do the same for the Ollama API, ``anthropic`` and
-``convert_anthropic`` for Anthropic's Messages API. ``convert_shared`` holds what every skin's converter reads
-(the native result shape, ids, logprob entries, the model's default options). Imports only the leaf layer and
-pydantic: no engine, no chat layer, no HTTP framework.
+``convert_anthropic`` for Anthropic's Messages API, ``responses`` and ``convert_responses`` for OpenAI's Responses
+API. ``convert_shared`` holds what every skin's converter reads (the native result shape, ids, logprob entries,
+the model's default options). Imports only the leaf layer and pydantic: no engine, no chat layer, no HTTP
+framework.
 """
 
 from kaiyuan.protocol import (
@@ -12,9 +13,11 @@ from kaiyuan.protocol import (
     convert_anthropic,
     convert_ollama,
     convert_openai,
+    convert_responses,
     convert_shared,
     ollama,
     openai,
+    responses,
 )
 
 __all__ = [
@@ -22,7 +25,9 @@ __all__ = [
     "convert_anthropic",
     "convert_ollama",
     "convert_openai",
+    "convert_responses",
     "convert_shared",
     "ollama",
     "openai",
+    "responses",
 ]

@@ -22,7 +22,7 @@ from starlette.routing import Match, Mount
 from starlette.types import Scope
 
 from kaiyuan import __version__
-from kaiyuan.server import routes_anthropic, routes_native, routes_openai
+from kaiyuan.server import routes_anthropic, routes_native, routes_openai, routes_responses
 from kaiyuan.server._errors import install_error_handlers
 from kaiyuan.server._http import PROTECTED_PREFIXES, ApiMiddleware
 from kaiyuan.server._runtime import Runtime
@@ -74,6 +74,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(routes_native.router)
     app.include_router(routes_openai.router)
     app.include_router(routes_anthropic.router)
+    app.include_router(routes_responses.router)
     if importlib.util.find_spec("kaiyuan.server.routes_ollama") is not None:
         ollama = importlib.import_module("kaiyuan.server.routes_ollama")
         app.include_router(ollama.router)

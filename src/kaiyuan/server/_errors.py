@@ -163,6 +163,16 @@ def _validation_response(exc: RequestValidationError) -> Response:
     )
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (routes may share a path: GET and DELETE)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(request.url.path) and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every error through the table above."""
 
@@ -183,6 +193,8 @@ def install_error_handlers(app: FastAPI) -> None:
         elif exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
         headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names only the first matching route's methods
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         return Response(
             error_body(message, kind, None, str(exc.status_code)),
             status_code=exc.status_code,
