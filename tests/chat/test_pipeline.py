@@ -22,8 +22,9 @@ from kaiyuan.chat import (
     start_completion,
     stream_chat,
 )
-from kaiyuan.engine import FakeEngine, GenerationRequest
+from kaiyuan.engine import GenerationRequest
 from kaiyuan.errors import ContextOverflow, InvalidRequest, Overloaded, UnsupportedFeature
+from kaiyuan.testing import FakeEngine
 from kaiyuan.types import ChatRequest, Chunk, CompletionRequest, Message, SamplingParams
 from tests.fixtures.tiny_gguf import template_text
 

@@ -151,9 +151,9 @@ def broken_server() -> Iterator[str]:
 
     from kaiyuan.chat import ChatModel, ChatTemplate
     from kaiyuan.config import load_settings
-    from kaiyuan.engine import FakeEngine
     from kaiyuan.server import ModelManager, Runtime, create_app
     from kaiyuan.store import ModelStore
+    from kaiyuan.testing import FakeEngine
 
     def load(name: str) -> ChatModel:
         return ChatModel(name, FakeEngine(["ok"], slots=1, max_queue=0), ChatTemplate(RECURSING_TEMPLATE))

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from kaiyuan.chat import ChatModel, ChatTemplate, Dialect, complete_chat_sync
-from kaiyuan.engine import FakeEngine, GenerationRequest
+from kaiyuan.engine import GenerationRequest
+from kaiyuan.testing import FakeEngine
 from kaiyuan.types import ChatRequest, Message
 from tests.fixtures.tiny_gguf import template_text
 

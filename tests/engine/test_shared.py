@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kaiyuan.engine import Engine, EngineShare, EngineStats, FakeEngine, GenerationRequest, SharedEngines
+from kaiyuan.engine import Engine, EngineShare, EngineStats, GenerationRequest, SharedEngines
+from kaiyuan.testing import FakeEngine
 
 
 class Starter:

@@ -13,10 +13,10 @@ import pytest
 
 from kaiyuan.chat import ChatModel, ChatTemplate
 from kaiyuan.config import load_settings
-from kaiyuan.engine import FakeEngine
 from kaiyuan.errors import ModelNotFound
 from kaiyuan.server import ModelManager, Runtime, create_app
 from kaiyuan.store import ModelStore
+from kaiyuan.testing import FakeEngine
 from tests.fixtures.tiny_gguf import template_text
 
 T = TypeVar("T")

@@ -2,7 +2,7 @@
 
 Owns the bundle of settings, model store (for listings), ``ModelManager`` (for loaded models) and metrics, and
 the production constructor ``Runtime.from_settings``. Tests build a ``Runtime`` by hand with a manager whose
-loader returns ``FakeEngine``-backed models. Must not know routes.
+loader returns ``kaiyuan.testing.FakeEngine``-backed models. Must not know routes.
 """
 
 from __future__ import annotations

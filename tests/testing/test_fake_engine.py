@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from kaiyuan.engine import Engine, FakeEngine, GenerationRequest, ThinkBudget
+from kaiyuan.engine import Engine, GenerationRequest, ThinkBudget
 from kaiyuan.errors import ContextOverflow, InvalidRequest, Overloaded
+from kaiyuan.testing import FakeEngine
 from kaiyuan.types import SamplingParams
 
 
@@ -165,3 +166,11 @@ def test_embed_is_deterministic(engine: FakeEngine) -> None:
     a, b, c = engine.embed(["hello", "hello", "other text"])
     assert a == b and a != c and len(a) == 32
     assert abs(sum(v * v for v in a) - 1.0) < 1e-9
+
+
+def test_the_test_double_lives_outside_the_engine_package() -> None:
+    import kaiyuan.engine
+    import kaiyuan.testing
+
+    assert "FakeEngine" not in kaiyuan.engine.__all__ and not hasattr(kaiyuan.engine, "FakeEngine")
+    assert kaiyuan.testing.__all__ == ["FakeEngine"]
