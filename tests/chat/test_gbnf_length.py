@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kaiyuan.chat._gbnf_length import GbnfSyntaxError, longest_output
+from kaiyuan.chat._gbnf_length import GbnfSyntaxError, longest_output, shortest_output
 from kaiyuan.chat.grammars import _api, _gbnf, _ir
 
 SCHEMAS = sorted((Path(__file__).parents[2] / "benchmarks" / "data" / "json_schemas").glob("*.json"))
@@ -61,3 +61,18 @@ def test_it_agrees_with_the_schema_compilers_measure(path: Path) -> None:
 
 def test_the_schema_corpus_is_there() -> None:
     assert len(SCHEMAS) >= 10  # benchmarks/data/json_schemas: the agreement test above must not run empty
+
+
+@pytest.mark.parametrize(
+    ("grammar", "chars_only", "weighted"),
+    [
+        ('root ::= "abc"', 3, 30),
+        ("root ::= <[42]> <tool_call> !<[7]>", 3, 3),  # tokens weigh token_units (1) each
+        ('root ::= <[1]> "ab" | "abcdef"', 3, 21),  # the lighter branch depends on the weights
+        ('root ::= "x" a\na ::= "y" a | <[5]>', 2, 11),  # recursion: the way out
+        ('root ::= "a"{2,3} [b-c]? "d"*', 2, 20),
+    ],
+)
+def test_shortest_output_weighs_characters_and_tokens(grammar: str, chars_only: int, weighted: int) -> None:
+    assert shortest_output(grammar) == chars_only
+    assert shortest_output(grammar, char_units=10, token_units=1) == weighted

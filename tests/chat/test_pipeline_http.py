@@ -186,3 +186,78 @@ def test_unexpected_preparation_errors_are_clean_500s_on_a_kept_connection(broke
             assert status == 500 and "RecursionError" in body["error"], body
     finally:
         conn.close()
+
+
+# -- forced tool calls within a small max_tokens (issue 14, item 4) -------------------------------------------------
+
+GET_WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"location": {"type": "string", "description": "City name"}},
+            "required": ["location"],
+        },
+    },
+}
+WEATHER_QUESTION = [{"role": "user", "content": "What's the weather in Paris?"}]
+
+
+@pytest.mark.parametrize(
+    "choice",
+    [{"type": "function", "function": {"name": "get_weather"}}, "required"],
+    ids=["named", "required"],
+)
+def test_forced_tool_call_fits_32_tokens(server: Server, choice: Any) -> None:
+    # What LangChain's ChatOpenAI(max_tokens=32).bind_tools([get_weather], tool_choice="get_weather") sends.
+    response = server.client().chat.completions.create(
+        model="smollm2",
+        messages=WEATHER_QUESTION,  # type: ignore[arg-type]
+        tools=[GET_WEATHER],  # type: ignore[list-item]
+        tool_choice=choice,
+        max_tokens=32,
+        temperature=0,
+    )
+    choice_ = response.choices[0]
+    assert choice_.finish_reason == "tool_calls", choice_
+    calls = choice_.message.tool_calls or []
+    assert len(calls) == 1 and calls[0].function.name == "get_weather"  # type: ignore[union-attr]
+    arguments = json.loads(calls[0].function.arguments)  # type: ignore[union-attr]
+    jsonschema.validate(arguments, GET_WEATHER["function"]["parameters"])  # type: ignore[index]
+    assert arguments["location"]
+    assert response.usage is not None and response.usage.completion_tokens <= 32
+
+
+def test_tool_call_budget_is_refused_only_below_the_fewest_tokens(conn: Connection) -> None:
+    """The refusal names a lower bound on the tokens of a complete call; at that many tokens the request is
+    served (best effort: the grammar cannot promise that the model takes the shortest way, so it may end at
+    max_tokens), one token fewer is refused."""
+
+    def ask(max_tokens: int) -> tuple[int, Any]:
+        return conn.post(
+            "/v1/chat/completions",
+            {
+                "model": "smollm2",
+                "messages": WEATHER_QUESTION,
+                "tools": [GET_WEATHER],
+                "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+                "max_tokens": max_tokens,
+                "temperature": 0,
+            },
+        )
+
+    status, body = ask(4)
+    assert status == 400 and body["error"]["param"] == "max_tokens", body
+    fewest = int(body["error"]["message"].split("takes at least ")[1].split(";")[0])
+    # The shortest call this format allows, in the model's own tokens, is never below the bound.
+    status, body = ask(fewest - 1)
+    assert status == 400, body
+    status, body = ask(fewest)
+    assert status == 200, body
+    choice = body["choices"][0]
+    assert choice["message"]["tool_calls"][0]["function"]["name"] == "get_weather", choice
+    assert (
+        fewest < 32
+    )  # the issue's budget: "the shortest needs 50" when every token was counted as one character

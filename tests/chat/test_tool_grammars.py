@@ -338,3 +338,57 @@ def test_markers_that_are_tokens_cost_one_token_each(marker_walker: GrammarWalke
             # the budget is in tokens: every token but a marker carries at least one character
             assert marker_walker.tokens <= budget - 1, (budget, marker_walker.tokens, text)
             _calls_within(dialect, text, budget, True)
+
+
+# -- the budget in the model's own tokens (issue 14, item 4) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smollm2_vocabulary() -> Iterator[Any]:
+    from kaiyuan.chat._vocabulary import vocabulary
+    from kaiyuan.engine.llama_cpp import LlamaCppEngine
+    from tests.chat._gbnf_oracle import smollm2_path
+
+    engine = LlamaCppEngine(str(smollm2_path()), n_ctx=256, n_parallel=1, n_threads=1, n_batch=64)
+    yield vocabulary(engine)
+    engine.close()
+
+
+@pytest.mark.parametrize("dialect", ["hermes", "generic", "llama3", "qwen3-coder"])
+def test_fixed_text_counts_in_the_models_tokens(
+    walker: GrammarWalker, smollm2_vocabulary: Any, dialect: str
+) -> None:
+    d = dialect_by_name(dialect)
+    spelled = {"token_of": smollm2_vocabulary.token_of, "tokens_of": smollm2_vocabulary.tokens_of}
+    in_chars = _smallest_budget(d, TOOLS, "required", False)
+    in_tokens = _smallest_budget(d, TOOLS, "required", False, **spelled)
+    assert in_tokens < in_chars * 2 // 3, (in_tokens, in_chars)  # keys and markup take far fewer tokens
+    for budget in (in_tokens, in_tokens + 20, 200):
+        grammar = build_tool_call_grammar(d, TOOLS, "required", False, budget_tokens=budget, **spelled)
+        assert walker.parses(grammar), grammar
+        longest = longest_output(grammar)  # a token element is one unit
+        assert longest is not None and longest <= budget - 1
+
+
+def test_only_what_cannot_fit_is_refused(smollm2_vocabulary: Any) -> None:
+    d = dialect_by_name("generic")
+    weather = [WEATHER_TOOL]
+    choice = {"type": "function", "function": {"name": WEATHER_TOOL["function"]["name"]}}
+    spelled = {
+        "token_of": smollm2_vocabulary.token_of,
+        "tokens_of": smollm2_vocabulary.tokens_of,
+        "longest_token": smollm2_vocabulary.longest_token,
+    }
+    guaranteed = _smallest_budget(
+        d, weather, choice, False, token_of=spelled["token_of"], tokens_of=spelled["tokens_of"]
+    )
+    with pytest.raises(InvalidRequest, match=r"takes at least (\d+)") as refused:
+        build_tool_call_grammar(d, weather, choice, False, budget_tokens=4, **spelled)
+    fewest = int(re.findall(r"takes at least (\d+)", str(refused.value))[0])
+    assert fewest <= guaranteed
+    # Between the two the call may fit, so it is not refused: the tightest grammar (longer than the budget).
+    for budget in range(fewest, guaranteed):
+        grammar = build_tool_call_grammar(d, weather, choice, False, budget_tokens=budget, **spelled)
+        assert grammar
+    with pytest.raises(InvalidRequest, match="raise max_tokens"):
+        build_tool_call_grammar(d, weather, choice, False, budget_tokens=fewest - 1, **spelled)

@@ -1,4 +1,4 @@
-"""The longest output of a llama.cpp GBNF grammar, in characters, read from the grammar's text.
+"""The longest (and the least) output of a llama.cpp GBNF grammar, in characters, read from the grammar's text.
 
 Owns: parsing GBNF text (one rule per line, ``name ::= body``: literals with llama.cpp's escapes, character
 classes, ``.``, token elements ``<[id]>`` / ``<text>`` / ``!<…>``, rule references, groups, ``|`` and the
@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GbnfSyntaxError", "longest_output"]
+__all__ = ["GbnfSyntaxError", "longest_output", "shortest_output"]
 
 _NAME = re.compile(r"[A-Za-z0-9-]+")
 _RULE = re.compile(r"\s*([A-Za-z0-9-]+)\s*::=(.*)")
@@ -44,8 +44,8 @@ class _Reader:
         return GbnfSyntaxError(f"{what} at column {self.pos} of {self.text[:120]!r}")
 
 
-# A parsed expression: ("lit", n) n characters; ("ref", name); ("seq", [...]); ("alt", [...]);
-# ("rep", item, lo, hi-or-None).
+# A parsed expression: ("lit", n) n characters; ("tok",) one token; ("ref", name); ("seq", [...]);
+# ("alt", [...]); ("rep", item, lo, hi-or-None).
 _Expr = tuple[Any, ...]
 
 
@@ -131,7 +131,7 @@ def _atom(r: _Reader) -> _Expr | None:
         if end < 0:
             raise r.fail("an unterminated token")
         r.pos = end + 1
-        return ("lit", 1)  # one token (<[id]>, <text>, or !<…>: any token but that one)
+        return ("tok",)  # one token (<[id]>, <text>, or !<…>: any token but that one)
     if c == "(":
         r.pos += 1
         inner = _alternatives(r)
@@ -193,6 +193,8 @@ def longest_output(text: str, root: str = "root") -> int | None:
         kind = e[0]
         if kind == "lit":
             return int(e[1])
+        if kind == "tok":
+            return 1
         if kind == "seq" or kind == "alt":
             parts = [walk(item) for item in e[1]]
             if any(p is None for p in parts):
@@ -217,4 +219,37 @@ def longest_output(text: str, root: str = "root") -> int | None:
         memo[name] = result
         return result
 
+    return walk(("ref", root))
+
+
+def shortest_output(text: str, root: str = "root", *, char_units: int = 1, token_units: int = 1) -> int:
+    """The least weight of any output of rule ``root``: ``char_units`` per character of text, ``token_units``
+    per token element (a large number when the rule matches nothing). Rules may recurse (fixpoint)."""
+    rules = parse(text)
+    never = 1 << 62
+    best = dict.fromkeys(rules, never)
+
+    def walk(e: _Expr) -> int:
+        kind = e[0]
+        if kind == "lit":
+            return int(e[1]) * char_units
+        if kind == "tok":
+            return token_units
+        if kind == "seq":
+            return min(sum(walk(item) for item in e[1]), never)
+        if kind == "alt":
+            return min((walk(item) for item in e[1]), default=never)
+        if kind == "rep":
+            return min(walk(e[1]) * e[2], never) if e[2] else 0
+        if e[1] not in rules:
+            raise GbnfSyntaxError(f"rule {e[1]!r} is referenced but not defined")
+        return best[e[1]]
+
+    changed = True
+    while changed:
+        changed = False
+        for name, body in rules.items():
+            value = walk(body)
+            if value < best[name]:
+                best[name], changed = value, True
     return walk(("ref", root))

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from kaiyuan.chat._vocabulary import vocabulary
 from kaiyuan.chat.grammars import response_format_grammar
 from kaiyuan.chat.response_parser import ResponseParser
 from kaiyuan.chat.tool_grammars import build_tool_call_grammar
@@ -492,16 +493,6 @@ def _answer_room(
     return max(max_tokens - think_budget - marker - _WHITESPACE_AFTER_THINKING, 1)
 
 
-def _single_token(engine: Engine) -> Callable[[str], int | None]:
-    """``text`` → its token id when the model's vocabulary has it as one token (a marker like ``<tool_call>``)."""
-
-    def token_of(text: str) -> int | None:
-        tokens = engine.tokenize(text, add_special=False, parse_special=True)
-        return tokens[0] if len(tokens) == 1 and engine.token_text(tokens[0]) == text else None
-
-    return token_of
-
-
 def _plan_chat(model: ChatModel, request: ChatRequest) -> _Plan:
     dialect = model.dialect
     tool_choice = (
@@ -562,13 +553,16 @@ def _plan_chat(model: ChatModel, request: ChatRequest) -> _Plan:
     grammar = None
     room = _answer_room(model.engine, max_tokens, budget if thinking else None, reasoning_end)
     if forced_tool:
+        vocab = vocabulary(model.engine)
         grammar = build_tool_call_grammar(
             dialect,
             tools,
             tool_choice,
             request.parallel_tool_calls,
             budget_tokens=room,
-            token_of=_single_token(model.engine),
+            token_of=vocab.token_of,
+            tokens_of=vocab.tokens_of,
+            longest_token=vocab.longest_token if room is not None else None,
         )
     elif request.response_format is not None:
         grammar = response_format_grammar(request.response_format, budget_tokens=room)

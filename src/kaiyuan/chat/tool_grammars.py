@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kaiyuan.chat._gbnf_length import longest_output
+from kaiyuan.chat._gbnf_length import longest_output, shortest_output
+from kaiyuan.chat.grammars._gbnf import TokensOf, spelled
 from kaiyuan.errors import InvalidRequest, UnsupportedFeature
 
 if TYPE_CHECKING:
@@ -91,6 +92,7 @@ class _Speller:
     at one unit per character. Without it, everything is literal text."""
 
     token_of: Callable[[str], int | None] | None = None
+    tokens_of: TokensOf | None = None
     _tokens: dict[str, int | None] = field(default_factory=dict)
 
     def __call__(self, text: str) -> tuple[str, int]:
@@ -104,15 +106,22 @@ class _Speller:
             if token is None:
                 continue
             if match.start() > pos:
-                parts.append(lit(text[pos : match.start()]))
-                cost += match.start() - pos
+                cost += self._plain(text[pos : match.start()], parts)
             parts.append(f"<[{token}]>")
             cost += 1
             pos = match.end()
         if pos < len(text):
-            parts.append(lit(text[pos:]))
-            cost += len(text) - pos
+            cost += self._plain(text[pos:], parts)
         return " ".join(parts), cost
+
+    def _plain(self, text: str, parts: list[str]) -> int:
+        """Text without markers: the model's own tokens where they spell it in fewer units, else characters."""
+        tokens = spelled(text, self.tokens_of)
+        if tokens is None:
+            parts.append(lit(text))
+            return len(text)
+        parts.extend(f"<[{t}]>" for t in tokens)
+        return len(tokens)
 
     def _token(self, marker: str) -> int | None:
         if marker not in self._tokens:
@@ -156,6 +165,8 @@ def build_tool_call_grammar(
     *,
     budget_tokens: int | None = None,
     token_of: Callable[[str], int | None] | None = None,
+    tokens_of: TokensOf | None = None,
+    longest_token: int | None = None,
 ) -> str:
     """GBNF (root rule ``root``) admitting only tool calls in ``dialect``'s format.
 
@@ -163,7 +174,12 @@ def build_tool_call_grammar(
     (that one). ``parallel`` allows up to :data:`MAX_PARALLEL_CALLS` calls, else exactly one. With
     ``budget_tokens`` every output fits in that many tokens (see the module docstring). ``token_of`` (text → its
     token id, when the model's vocabulary has that text as one token) lets markers such as ``<tool_call>`` be
-    written as the model's own token, which costs one token of the budget instead of one per character.
+    written as the model's own token, which costs one token of the budget instead of one per character;
+    ``tokens_of`` (text → the model's tokens that spell it exactly) does the same for all fixed text (the
+    call's head, JSON keys and punctuation). ``longest_token`` (the most characters one token of the vocabulary
+    holds) makes the refusal exact: a budget is refused only when even the fewest tokens a complete call can
+    take exceed it; when a call may fit but the grammar cannot promise it, the tightest grammar is returned
+    (the answer may then end at ``max_tokens``).
     Raises ``InvalidRequest`` for a bad choice or tool list, or a budget too small for any complete call
     (param ``max_tokens``), and ``UnsupportedFeature`` for a schema the format cannot enforce.
     """
@@ -171,7 +187,7 @@ def build_tool_call_grammar(
     fmt = _FORMATS.get(dialect.tool_parser)
     if fmt is None:  # pragma: no cover - every registered parser has a format (tested)
         raise UnsupportedFeature(f"no tool-call grammar for the {dialect.name!r} format", param="tool_choice")
-    spell = _Speller(token_of)
+    spell = _Speller(token_of, tokens_of)
     calls = fmt.calls(dialect.variant, spell)
     grammar = _Grammar()
     if budget_tokens is None:
@@ -186,7 +202,25 @@ def build_tool_call_grammar(
             )
         tightest = {f.index: calls.tightest(f) for f in functions}
         layout = fmt.layout(dialect.variant, False)
-        plan = _plan(functions, tightest, layout, spell, budget_tokens, False)
+        try:
+            plan = _plan(functions, tightest, layout, spell, budget_tokens, False)
+        except InvalidRequest as refused:
+            # No call is *certain* to fit; one may still: the tightest grammar, unless even the fewest tokens
+            # a complete call can take are more than the budget.
+            if longest_token is None:
+                raise
+            room = max(tightest.values())
+            first = _budgeted_alternatives(grammar, calls, functions, tightest, room, "")
+            text = grammar.text(" ".join(_layout_parts(spell, layout, first, first, 0)))
+            fewest = _fewest_tokens(text, longest_token)
+            if fewest > budget_tokens:
+                raise InvalidRequest(
+                    f"a complete tool call does not fit in {budget_tokens} tokens: the shortest, in this model's "
+                    f"format and vocabulary, takes at least {fewest}; raise max_tokens (when the model thinks, "
+                    "the call gets what is left after the thinking budget)",
+                    param="max_tokens",
+                ) from refused
+            return text
         if parallel:  # the parallel layout, where it leaves room for more than one call (generic's is longer)
             with contextlib.suppress(InvalidRequest):
                 parallel_layout = fmt.layout(dialect.variant, True)
@@ -200,6 +234,14 @@ def build_tool_call_grammar(
             else first
         )
         extras = plan.extras
+    text = grammar.text(" ".join(_layout_parts(spell, layout, first, more, extras)))
+    if budget_tokens is not None:
+        _check_fits(text, budget_tokens)
+    return text
+
+
+def _layout_parts(spell: _Speller, layout: _Layout, first: str, more: str, extras: int) -> list[str]:
+    """The root rule's body: the section markers around the first call and up to ``extras`` more."""
     parts = [spell(layout.begin)[0]] if layout.begin else []
     parts.append(first)
     if extras:
@@ -207,10 +249,14 @@ def build_tool_call_grammar(
         parts.append(f"({sep}{more}){{0,{extras}}}")
     if layout.end:
         parts.append(spell(layout.end)[0])
-    text = grammar.text(" ".join(parts))
-    if budget_tokens is not None:
-        _check_fits(text, budget_tokens)
-    return text
+    return parts
+
+
+def _fewest_tokens(text: str, longest_token: int) -> int:
+    """A lower bound on the tokens of any output of the grammar: each token element is one token, and free text
+    takes at least one token per ``longest_token`` characters (no token of the vocabulary holds more)."""
+    weighted = shortest_output(text, char_units=1, token_units=longest_token)
+    return -(-weighted // longest_token)
 
 
 def _chosen_functions(tools: list[dict[str, Any]], tool_choice: str | dict[str, Any]) -> list[_Function]:
@@ -338,23 +384,25 @@ def _longest(text: str, root: str) -> int:
     return _TOO_LONG if longest is None else longest
 
 
-def _json_rules(schema: Any, prefix: str, chars: int | None) -> tuple[str, str, int]:
-    """``(root, rules, longest)`` for one JSON value; with ``chars``, fitted into that many characters (the
-    result is longer only when even the tightest value is)."""
+def _json_rules(
+    schema: Any, prefix: str, chars: int | None, tokens_of: TokensOf | None
+) -> tuple[str, str, int]:
+    """``(root, rules, longest)`` for one JSON value; with ``chars``, fitted into that many units (the result is
+    longer only when even the tightest value is)."""
     from kaiyuan.chat.grammars import schema_to_gbnf_rules
 
     budget = None if chars is None else max(chars, 0) + 1
-    root, text = schema_to_gbnf_rules(schema, rule_prefix=prefix, budget_tokens=budget)
+    root, text = schema_to_gbnf_rules(schema, rule_prefix=prefix, budget_tokens=budget, tokens_of=tokens_of)
     return root, text, _longest(text, root)
 
 
-def _tightest_json(schema: Any, prefix: str) -> int:
+def _tightest_json(schema: Any, prefix: str, tokens_of: TokensOf | None) -> int:
     """The longest value of the tightest grammar for ``schema`` (strings empty, no optional properties)."""
     try:
-        return _json_rules(schema, prefix, 0)[2]
+        return _json_rules(schema, prefix, 0, tokens_of)[2]
     except InvalidRequest:
         # no finite value at the smallest depth: a recursive schema that needs a few levels
-        return _json_rules(schema, prefix, _DEEP_PROBE_CHARS)[2]
+        return _json_rules(schema, prefix, _DEEP_PROBE_CHARS, tokens_of)[2]
 
 
 class _Calls(Protocol):
@@ -392,14 +440,14 @@ class _JsonCalls:
         return " ".join(gbnf for gbnf, _ in pieces), end[0], sum(cost for _, cost in pieces) + end[1]
 
     def tightest(self, f: _Function) -> int:
-        return self._markup(f)[2] + _tightest_json(f.parameters, f"f{f.index}-")
+        return self._markup(f)[2] + _tightest_json(f.parameters, f"f{f.index}-", self.spell.tokens_of)
 
     def write(self, grammar: _Grammar, f: _Function, chars: int | None, tier: str) -> str | None:
         head, tail, markup = self._markup(f)
         room = None if chars is None else chars - markup
         if room is not None and room < 0:
             return None
-        root, text, longest = _json_rules(f.parameters, f"{tier}f{f.index}-", room)
+        root, text, longest = _json_rules(f.parameters, f"{tier}f{f.index}-", room, self.spell.tokens_of)
         if room is not None and longest > room:
             return None
         grammar.rules.append(text.strip())
@@ -514,17 +562,18 @@ class _RawString:
 class _JsonValue:
     schema: Any
     prefix: str
+    tokens_of: TokensOf | None = None
     tight: int = 0
     full: int | None = None
 
     def __post_init__(self) -> None:
-        self.tight = _tightest_json(self.schema, self.prefix)
-        longest = _json_rules(self.schema, self.prefix, None)[2]
+        self.tight = _tightest_json(self.schema, self.prefix, self.tokens_of)
+        longest = _json_rules(self.schema, self.prefix, None, self.tokens_of)[2]
         self.full = None if longest == _TOO_LONG else longest
 
     def write(self, grammar: _Grammar, prefix: str, chars: int | None) -> str | None:
         fits_whole = chars is None or (self.full is not None and self.full <= chars)
-        root, text, longest = _json_rules(self.schema, prefix, None if fits_whole else chars)
+        root, text, longest = _json_rules(self.schema, prefix, None if fits_whole else chars, self.tokens_of)
         if chars is not None and longest > chars:
             return None
         grammar.rules.append(text.strip())
@@ -625,19 +674,21 @@ def _tag_params(f: _Function, tags: _Tags, spell: _Speller) -> list[_Param]:
     defs: dict[str, Any] = {k: schema[k] for k in ("$defs", "definitions") if k in schema}
     params: list[_Param] = []
     for j, (key, prop) in enumerate(properties.items()):
-        value = _param_value(f, j, key, prop, defs)
+        value = _param_value(f, j, key, prop, defs, spell.tokens_of)
         before, after = tags.param(key, isinstance(value, _RawEnum | _RawString))
         markup = spell.cost(before) + spell.cost(after)
         params.append(_Param(j, key, key in required, before, after, value, markup))
     return params
 
 
-def _param_value(f: _Function, j: int, key: str, prop: Any, defs: dict[str, Any]) -> _Value:
+def _param_value(
+    f: _Function, j: int, key: str, prop: Any, defs: dict[str, Any], tokens_of: TokensOf | None
+) -> _Value:
     """One parameter's value: raw text (a string) or JSON."""
     if isinstance(prop, dict) and _is_raw_string(prop):
         return _raw_string(f.name, key, prop)
     schema = {**prop, **defs} if isinstance(prop, dict) and defs else prop
-    return _JsonValue(schema, f"f{f.index}-p{j}-")
+    return _JsonValue(schema, f"f{f.index}-p{j}-", tokens_of)
 
 
 def _is_raw_string(prop: dict[str, Any]) -> bool:

@@ -20,7 +20,12 @@ _ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
 
 def _compile(
-    schema: Any, *, rule_prefix: str, budget_tokens: int | None, strict: bool
+    schema: Any,
+    *,
+    rule_prefix: str,
+    budget_tokens: int | None,
+    strict: bool,
+    tokens_of: _gbnf.TokensOf | None = None,
 ) -> tuple[str, _gbnf.RuleSet]:
     def build(limits: Limits) -> tuple[str, _gbnf.RuleSet]:
         rules = _gbnf.RuleSet(rule_prefix)
@@ -35,7 +40,9 @@ def _compile(
                 f"the token budget must be a positive integer, got {budget_tokens!r}", param="max_tokens"
             )
         recursive = bool(Compiler(schema, _gbnf.RuleSet(rule_prefix), Limits(), strict=strict).cyclic())
-        fitted = _budget.fit(build, budget_tokens, recursive=recursive)
+        fitted = _budget.fit(
+            build, budget_tokens, recursive=recursive, cost=lambda text: _gbnf.units(text, tokens_of)
+        )
         root, rules = fitted.root, fitted.rules
     if not ir.satisfiable(ir.Ref(root), rules.rules):
         raise InvalidRequest("the JSON Schema admits no value (it contradicts itself)", param=PARAM)
@@ -50,13 +57,23 @@ def _compile(
 
 
 @lru_cache(maxsize=256)
-def _cached(schema_json: str, rule_prefix: str, budget_tokens: int | None, strict: bool) -> tuple[str, str]:
+def _cached(
+    schema_json: str,
+    rule_prefix: str,
+    budget_tokens: int | None,
+    strict: bool,
+    tokens_of: _gbnf.TokensOf | None,
+) -> tuple[str, str]:
     """Compiling is deterministic, and clients repeat the same schema: keep the last few grammars."""
     try:
         root, rules = _compile(
-            json.loads(schema_json), rule_prefix=rule_prefix, budget_tokens=budget_tokens, strict=strict
+            json.loads(schema_json),
+            rule_prefix=rule_prefix,
+            budget_tokens=budget_tokens,
+            strict=strict,
+            tokens_of=tokens_of,
         )
-        return root, _gbnf.write(rules, root)
+        return root, _gbnf.write(rules, root, tokens_of)
     except RecursionError as exc:  # the compiler and the writer recurse along the schema's nesting
         raise _too_deep() from exc
 
@@ -71,7 +88,12 @@ def _too_deep() -> UnsupportedFeature:
 
 
 def _grammar_for(
-    schema: Any, *, rule_prefix: str, budget_tokens: int | None, strict: bool
+    schema: Any,
+    *,
+    rule_prefix: str,
+    budget_tokens: int | None,
+    strict: bool,
+    tokens_of: _gbnf.TokensOf | None = None,
 ) -> tuple[str, str]:
     if not isinstance(schema, dict | bool):
         raise InvalidRequest("a JSON Schema must be an object or a boolean", param=PARAM)
@@ -87,21 +109,30 @@ def _grammar_for(
         raise InvalidRequest(f"the JSON Schema is not JSON: {exc}", param=PARAM) from exc
     except RecursionError as exc:
         raise _too_deep() from exc
-    return _cached(schema_json, rule_prefix, budget_tokens, strict)
+    return _cached(schema_json, rule_prefix, budget_tokens, strict, tokens_of)
 
 
 def schema_to_gbnf_rules(
-    schema: dict[str, Any], *, rule_prefix: str = "", budget_tokens: int | None = None
+    schema: dict[str, Any],
+    *,
+    rule_prefix: str = "",
+    budget_tokens: int | None = None,
+    tokens_of: _gbnf.TokensOf | None = None,
 ) -> tuple[str, str]:
     """GBNF rules for one JSON value matching ``schema``, to embed in a larger grammar.
 
     Returns ``(root rule name, rules text)``; every rule name starts with ``rule_prefix`` (letters, digits and
     '-'), so several schemas can live in one grammar. The value has no surrounding whitespace. With
     ``budget_tokens``, every value the rules allow fits in that many tokens (see ``docs/structured-output.md``).
+    ``tokens_of`` (text → the model's tokens that spell it exactly; hashable, it is part of the cache key) lets
+    fixed text (keys, punctuation) be written as those tokens where that takes fewer units than characters;
+    the budget then counts such a literal by its tokens.
     Raises ``UnsupportedFeature`` (naming the keyword and its JSON path) for what cannot be enforced and
     ``InvalidRequest`` for a malformed schema.
     """
-    return _grammar_for(schema, rule_prefix=rule_prefix, budget_tokens=budget_tokens, strict=False)
+    return _grammar_for(
+        schema, rule_prefix=rule_prefix, budget_tokens=budget_tokens, strict=False, tokens_of=tokens_of
+    )
 
 
 def json_schema_grammar(

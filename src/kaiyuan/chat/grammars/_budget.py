@@ -69,24 +69,26 @@ class Fitted:
     longest: int | None  # longest output in characters (None: unbounded or unsatisfiable)
 
 
-def _measure(build: Build, t: int, shape: Shape) -> Fitted:
+def _measure(build: Build, t: int, shape: Shape, cost: Callable[[str], int]) -> Fitted:
     cap, spaces, depth, items = shape
     root, rules = build(limits_for(t, max_optional=cap, spaces=spaces, depth=depth, items=items))
     if not ir.satisfiable(ir.Ref(root), rules.rules):
         return Fitted(root, rules, t, None)
-    return Fitted(root, rules, t, ir.measure(ir.Ref(root), rules.rules).hi)
+    return Fitted(root, rules, t, ir.measure(ir.Ref(root), rules.rules, cost).hi)
 
 
 def _fits(found: Fitted, chars: int) -> bool:
     return found.longest is not None and found.longest <= chars
 
 
-def _largest(build: Build, chars: int, shape: Shape, good: Fitted, top: int) -> Fitted:
+def _largest(
+    build: Build, chars: int, shape: Shape, good: Fitted, top: int, cost: Callable[[str], int]
+) -> Fitted:
     """Binary search for the largest ``t`` in [good.t, top] that fits, ``good`` being known to fit."""
     lo, hi = good.t, top
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        found = _measure(build, mid, shape)
+        found = _measure(build, mid, shape, cost)
         if _fits(found, chars):
             lo, good = mid, found
         else:
@@ -94,32 +96,35 @@ def _largest(build: Build, chars: int, shape: Shape, good: Fitted, top: int) -> 
     return good
 
 
-def fit(build: Build, budget_tokens: int, *, recursive: bool = False) -> Fitted:
+def fit(
+    build: Build, budget_tokens: int, *, recursive: bool = False, cost: Callable[[str], int] = len
+) -> Fitted:
     """The grammar for the largest limits whose every output fits ``budget_tokens`` tokens (``recursive``: the
-    schema has ``$ref`` cycles, whose depth is preferred to longer strings and more items)."""
+    schema has ``$ref`` cycles, whose depth is preferred to longer strings and more items; ``cost``: what a
+    literal costs, its characters unless it is written as the model's tokens)."""
     chars = max(budget_tokens - 1, 1)
     if recursive:
         for cap, spaces, _, _ in _SHAPES:
             for depth, items in _RECURSION:
                 shape: Shape = (cap, spaces, depth, items)
-                found = _measure(build, _RECURSIVE_STRINGS, shape)
+                found = _measure(build, _RECURSIVE_STRINGS, shape, cost)
                 if _fits(found, chars):
-                    return _largest(build, chars, shape, found, _T_MAX)
+                    return _largest(build, chars, shape, found, _T_MAX, cost)
     # The first shape in which strings of _GOOD_STRINGS characters fit, grown as far as the budget allows.
     for shape in _SHAPES:
-        found = _measure(build, _GOOD_STRINGS, shape)
+        found = _measure(build, _GOOD_STRINGS, shape, cost)
         if _fits(found, chars):
-            return _largest(build, chars, shape, found, _T_MAX)
+            return _largest(build, chars, shape, found, _T_MAX, cost)
     # No shape fits that: the shape with the largest t below it. (A recursive schema may need more depth, i.e.
     # a larger t, before it has any finite document at all; then nothing smaller fits either.)
     best: Fitted | None = None
     for shape in _SHAPES:
-        found = _measure(build, 0, shape)
+        found = _measure(build, 0, shape, cost)
         if _fits(found, chars) and (best is None or best.t < _GOOD_STRINGS - 1):
-            found = _largest(build, chars, shape, found, _GOOD_STRINGS - 1)
+            found = _largest(build, chars, shape, found, _GOOD_STRINGS - 1, cost)
             if best is None or found.t > best.t:
                 best = found
     if best is not None:
         return best
     # Even the smallest document is longer than the budget: the tightest grammar; the cut-off is then reported.
-    return _measure(build, 0, (0, False, None, None))
+    return _measure(build, 0, (0, False, None, None), cost)

@@ -9,7 +9,7 @@ Must not know: JSON Schema, regexes, budgets.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from kaiyuan.chat.grammars import _charset as cs
 from kaiyuan.chat.grammars._ir import Alt, Chars, Lit, Node, Ref, Rep, Seq
@@ -50,13 +50,35 @@ class RuleSet:
         return self.define(self.new_name(hint), body)
 
 
-def write(rules: RuleSet, root: str) -> str:
-    """GBNF text for every rule reachable from ``root`` (root first)."""
-    return _Writer(rules).run(root)
+#: text → the model's tokens that spell it exactly (None when no sequence of tokens does)
+TokensOf = Callable[[str], Sequence[int] | None]
+
+
+def spelled(text: str, tokens_of: TokensOf | None) -> Sequence[int] | None:
+    """The tokens a literal is written with: the model's own, when they spell it exactly in fewer units than its
+    characters (a generation must then write exactly those tokens); None: written as text."""
+    if tokens_of is None or len(text) < 2:
+        return None
+    tokens = tokens_of(text)
+    return tokens if tokens is not None and 0 < len(tokens) < len(text) else None
+
+
+def units(text: str, tokens_of: TokensOf | None) -> int:
+    """What a literal costs in a budget: its tokens when it is spelled with them, else its characters (every
+    generated token carries at least one)."""
+    tokens = spelled(text, tokens_of)
+    return len(text) if tokens is None else len(tokens)
+
+
+def write(rules: RuleSet, root: str, tokens_of: TokensOf | None = None) -> str:
+    """GBNF text for every rule reachable from ``root`` (root first); with ``tokens_of``, literals are written
+    as the model's tokens where that is shorter (see ``spelled``)."""
+    return _Writer(rules, tokens_of).run(root)
 
 
 class _Writer:
-    def __init__(self, rules: RuleSet) -> None:
+    def __init__(self, rules: RuleSet, tokens_of: TokensOf | None = None) -> None:
+        self.tokens_of = tokens_of
         self.ruleset = rules
         self.hoisted: dict[Node, str] = {}
         self.lines: dict[str, str] = {}
@@ -82,7 +104,11 @@ class _Writer:
 
     def seq_item(self, node: Node, *, in_alt: bool = False) -> str:
         if isinstance(node, Lit):
-            return literal(node.text)
+            tokens = spelled(node.text, self.tokens_of)
+            if tokens is None:
+                return literal(node.text)
+            text = " ".join(f"<[{t}]>" for t in tokens)
+            return text if in_alt or len(tokens) == 1 else f"({text})"
         if isinstance(node, Chars):
             return char_class(node.ranges)
         if isinstance(node, Ref):

@@ -148,15 +148,17 @@ def _add(a: int | None, b: int | None) -> int | None:
     return None if a is None or b is None else a + b
 
 
-def measure(node: Node, rules: Mapping[str, Node]) -> Span:
-    """Shortest and longest output of ``node``; rules reached through a cycle count as unbounded."""
+def measure(node: Node, rules: Mapping[str, Node], cost: Callable[[str], int] = len) -> Span:
+    """Shortest and longest output of ``node``; rules reached through a cycle count as unbounded. ``cost`` says
+    what a literal costs (its characters by default; the tokens it is spelled with, when it is)."""
     cache: dict[str, Span] = {}
     active: set[str] = set()
     shared: dict[int, Span] = {}  # by node identity: trees share subtrees, walking each path is exponential
 
     def walk(n: Node) -> Span:
         if isinstance(n, Lit):
-            return Span(len(n.text), len(n.text))
+            units = cost(n.text)
+            return Span(units, units)
         if isinstance(n, Chars):
             return Span(1, 1)
         if isinstance(n, Ref):
