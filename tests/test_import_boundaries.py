@@ -1,4 +1,5 @@
-"""Import direction (DESIGN.md): the license package and the engine stay free of heavy and upper layers."""
+"""Import direction (docs/decisions.md, "Layers"): the license package and the engine stay free of heavy and upper
+layers."""
 
 from __future__ import annotations
 
