@@ -15,6 +15,7 @@ __all__ = ["cli", "main"]
 
 # command name -> "module:attribute" (a click.Command). Keep sorted by name; the help lists them in this order.
 _COMMANDS: dict[str, tuple[str, str]] = {
+    "convert": ("kaiyuan.cli.convert", "convert_command"),
     "copy": ("kaiyuan.cli.models", "copy_command"),
     "export": ("kaiyuan.cli.export", "export_command"),
     "import": ("kaiyuan.cli.models", "import_command"),
@@ -31,9 +32,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 
 # One-line help shown by `kaiyuan --help` without importing the command modules.
 _SHORT_HELP: dict[str, str] = {
+    "convert": "Convert a model between GGUF and Hugging Face format (a new model in the store).",
     "copy": "Copy a model to a new name (no data is duplicated).",
     "export": "Export a model or adapter as GGUF, merged GGUF or a release bundle.",
-    "import": "Add a local GGUF file to the model store.",
+    "import": "Add a local GGUF file or Hugging Face model folder to the model store.",
     "license": "Show, check and explain model licenses against your policy.",
     "list": "List models in the store.",
     "ps": "List models loaded by a running server.",

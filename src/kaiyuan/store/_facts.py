@@ -16,7 +16,7 @@ __all__ = ["gguf_facts", "license_from_gguf", "lineage_from_gguf", "normalise_li
 
 _BASE_KEY = re.compile(r"general\.base_model\.(\d+)\.([a-z_]+)")
 _DATASET_KEY = re.compile(r"general\.dataset\.(\d+)\.([a-z_]+)")
-_RELATIONS = (None, "finetune", "adapter", "merge", "quantized", "distilled")
+_RELATIONS = (None, "finetune", "adapter", "merge", "quantized", "distilled", "converted")
 
 
 def _text(value: Any) -> str | None:
