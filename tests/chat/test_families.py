@@ -60,7 +60,7 @@ class Family:
     kwargs: dict[str, Any] = field(default_factory=dict)
     keeps_reasoning: bool = False  # the agent-loop prompt carries the assistant's reasoning_content
     parallel_history: bool = True
-    renders_tools: bool = True  # tool definitions appear in the prompt
+    renders_tools: bool = True  # the template itself writes the tool definitions into the prompt
     renders_calls: bool = True  # the assistant's tool calls and the tool results appear in the prompt
 
 
@@ -364,7 +364,10 @@ def test_tools_calls_results_and_reasoning_round_trip_through_the_template(famil
     template = ChatTemplate(template_text(family.template), bos_token="<s>", eos_token="</s>")
     prompt = template.render(agent_loop(family.parallel_history), tools=TOOLS, **family.kwargs)
 
-    assert ("Current weather for a city" in prompt) == family.renders_tools
+    # templates that cannot show tools get them described in a system message (chat/tool_prompt.py)
+    assert "Current weather for a city" in prompt
+    assert template.shows_tools == family.renders_tools
+    assert ("You can call these tools:" in prompt) != family.renders_tools
     if family.renders_calls:
         assert "get_weather" in prompt and "Paris" in prompt
         assert _has_result(prompt, 21)

@@ -87,7 +87,9 @@ def test_function_tool_round_trip_with_previous_response_id(server: Server) -> N
         temperature=0,
     )
     calls = [item for item in first.output if item.type == "function_call"]
-    assert calls and calls[0].name == "get_weather" and "city" in json.loads(calls[0].arguments)
+    assert calls and calls[0].name == "get_weather"
+    # SmolLM2's template cannot show tools: it reads them in a system message, so it fills in the right city
+    assert json.loads(calls[0].arguments) == {"city": "Paris"}
     with client.responses.stream(
         model=MODEL,
         previous_response_id=first.id,

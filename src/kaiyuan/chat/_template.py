@@ -32,6 +32,7 @@ import jinja2.meta
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from kaiyuan.chat.tool_prompt import with_tool_system_message
 from kaiyuan.errors import TemplateError
 from kaiyuan.types import Message, ToolCall
 
@@ -276,6 +277,7 @@ class ChatTemplate:
                 "fix the template (or import the model with a corrected one)"
             ) from exc
         self._null_content_ok: bool | None = None
+        self._shows_tools: bool | None = None
         self._dialect: Dialect | None = None
         # Whether the template reads ``enable_thinking`` (a thinking switch: Qwen3, the R1 distills in
         # llama.cpp's collection, GLM, DeepSeek V3.1+ …); the chat layer decides what to pass.
@@ -304,10 +306,30 @@ class ChatTemplate:
         Raises :class:`~kaiyuan.errors.TemplateError` when the template refuses the conversation
         (``raise_exception``), fails, or tries to leave the sandbox.
         """
+        if tools and not self.shows_tools:
+            messages = with_tool_system_message(messages, tools, self.dialect.tool_parser)
+            tools = None
         id_length = self.dialect.tool_call_id_length
         null_content = self._null_content_allowed(id_length)
         hf_messages = [_to_hf(m, id_length=id_length, null_content=null_content) for m in messages]
         return self._render(hf_messages, tools=tools, add_generation_prompt=add_generation_prompt, **kwargs)
+
+    @property
+    def shows_tools(self) -> bool:
+        """Whether the template writes the tools it is given into the prompt. Those that do not (SmolLM2's) get
+        the tools described in a system message instead (``tool_prompt``), as llama.cpp's generic format does.
+        Decided once per template by rendering a probe conversation with and without a tool."""
+        if self._shows_tools is None:
+            probe = [{"role": "user", "content": "kaiyuan probe question"}]
+            try:
+                with_tool = self._render(probe, tools=_PROBE_TOOLS, add_generation_prompt=True)
+                without = self._render(probe, tools=None, add_generation_prompt=True)
+                self._shows_tools = with_tool != without
+            except TemplateError:
+                self._shows_tools = (
+                    True  # a template that refuses the probe is left to render tools its own way
+                )
+        return self._shows_tools
 
     def _render(
         self,
