@@ -475,14 +475,17 @@ class ModelStore:
         source: str | None = None,
         overwrite: bool = False,
         extra: dict[str, Any] | None = None,
+        move: bool = False,
+        action: str = "import",
     ) -> Manifest:
         """Add a Hugging Face model folder under ``name``: each kept file a blob (copied while hashed), plus the
         tree index that names the model; ``model_path`` is then the folder the store lays out of them.
 
         ``license``/``lineage`` default to what the card, ``config.json`` and LICENSE file declare
         (``kaiyuan.license.detect_from_path``); ``extra`` sets other manifest fields (``organization``,
-        ``repo_url``...). Raises InvalidModelFile naming a missing config.json, tokenizer or weights; on any
-        failure nothing is added.
+        ``repo_url``...). ``move`` moves the files into the store instead of copying them (a download folder);
+        ``action`` is what the license policy is asked about ("import", "pull"). Raises InvalidModelFile naming a
+        missing config.json, tokenizer or weights; on any failure nothing is added.
         """
         model_name = parse_name(name)
         source_path = Path(folder).expanduser().absolute()
@@ -507,11 +510,11 @@ class ModelStore:
             source=source or f"import:{source_path}",
             **{**facts, **(extra or {})},
         )
-        _check_policy(draft, self.policy, action="import")
+        _check_policy(draft, self.policy, action=action)
         self._ensure_bundled()
-        if free_bytes(self.root) < total:
+        if not move and free_bytes(self.root) < total:
             raise StoreError(f"not enough disk space in {self.root} for {source_path} ({total} bytes)")
-        staged = self._stage_files(files, progress, total)
+        staged = self._stage_files(files, progress, total, move=move)
         try:
             refs = {relative: BlobRef(item.digest, item.size) for relative, item in staged.items()}
             index = self.partial_dir / f".partial-tree-{uuid.uuid4().hex}"
@@ -540,7 +543,7 @@ class ModelStore:
         return manifest
 
     def _stage_files(
-        self, files: builtins.list[FolderFile], progress: Progress | None, total: int
+        self, files: builtins.list[FolderFile], progress: Progress | None, total: int, *, move: bool = False
     ) -> dict[str, Staged]:
         """Copy each file into the blob folder while hashing it; one progress count over all of them."""
         staged: dict[str, Staged] = {}
@@ -552,7 +555,8 @@ class ModelStore:
                     if progress is not None:
                         progress(before + n, total)
 
-                staged[item.relative] = self.blobs.stage_copy(item.path, report)
+                stage = self.blobs.stage_move if move else self.blobs.stage_copy
+                staged[item.relative] = stage(item.path, report)
                 done += item.size
         except BaseException:
             for partial in staged.values():

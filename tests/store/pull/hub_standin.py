@@ -236,7 +236,9 @@ class HubStandIn:
             file_path = "/".join(segments[4:])
             if repo in self.hf and file_path in self.hf[repo].files:
                 data = self.hf[repo].files[file_path]
-                if file_path.endswith(".gguf"):  # LFS: redirect to the "CDN" on another host name
+                if file_path.endswith(
+                    (".gguf", ".safetensors")
+                ):  # LFS: redirect to the "CDN" on another host
                     h.send_response(302)
                     h.send_header("Location", f"http://localhost:{self.port}/cdn/{sha256_hex(data)}")
                     h.send_header("Content-Length", "0")
@@ -250,7 +252,7 @@ class HubStandIn:
         out = []
         for path, data in self.hf[repo].files.items():
             entry: dict[str, Any] = {"type": "file", "path": path, "size": len(data)}
-            if path.endswith(".gguf"):
+            if path.endswith((".gguf", ".safetensors")):  # stored in LFS, as on the hub
                 entry["oid"] = hashlib.sha1(data).hexdigest()
                 entry["lfs"] = {"oid": sha256_hex(data), "size": len(data), "pointerSize": 134}
             else:

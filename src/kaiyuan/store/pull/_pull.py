@@ -10,6 +10,10 @@ Owns the order of a pull, the same for every hub:
 4. validate the file as a GGUF model, check the policy again with the license the file itself declares, then add
    the blob and write the manifest last: a failed or interrupted pull never lists a model.
 
+A Hugging Face repository without GGUF files (or ``hf://ORG/REPO:hf``) is a Hugging Face-format model: its
+config, tokenizer and safetensors files are fetched the same way, file by file (``_folder.py``), and added with
+``ModelStore.import_hf_folder``.
+
 Progress goes to an optional listener as ``PullEvent`` objects shaped like Ollama's pull stream (``status``,
 ``digest``, ``total``, ``completed``). Must not know HTTP servers or the CLI.
 """
@@ -37,6 +41,7 @@ from kaiyuan.store._manifest import BlobRef, Manifest
 from kaiyuan.store._names import parse_name
 from kaiyuan.store._policy import _check_policy
 from kaiyuan.store.pull._download import Expected, download, http_client, network_error
+from kaiyuan.store.pull._folder import fetch_folder, folder_files, is_folder_repo
 from kaiyuan.store.pull._hf import HuggingFace
 from kaiyuan.store.pull._modelscope import ModelScope
 from kaiyuan.store.pull._ollama_registry import OllamaRegistry, parse_params, registry_url
@@ -81,6 +86,8 @@ class _Plan:
     lineage: dict[str, Any] | None = None
     system: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    folder: list[RemoteFile] = field(default_factory=list)  # a Hugging Face-format model: the files to fetch
+    url_of: Callable[[str], str] | None = None  # the download URL of one of ``folder``'s files
 
 
 def _card_model(text: str | None, where: str) -> dict[str, Any] | None:
@@ -99,15 +106,44 @@ def _card_model(text: str | None, where: str) -> dict[str, Any] | None:
     return model_from_card(card) if card else None
 
 
+def _read_card(
+    ref: PullRef, hub: HuggingFace | ModelScope, revision: str, files: list[RemoteFile], emit: PullListener
+) -> dict[str, Any] | None:
+    readme = next((f for f in files if f.path.lower() == "readme.md"), None)
+    if readme is None:
+        return None
+    emit(PullEvent("reading model card"))
+    return _card_model(hub.read_text(ref.repo, revision, readme.path), hub.where(ref.repo, revision))
+
+
+def _folder_plan(
+    ref: PullRef, hub: HuggingFace | ModelScope, revision: str, files: list[RemoteFile], emit: PullListener
+) -> _Plan:
+    where = hub.where(ref.repo, revision)
+    chosen = folder_files(files, where)
+    card = _read_card(ref, hub, revision, files, emit)
+    declared = card.get("license") if card else None
+    return _Plan(
+        name=ref.default_name("hf"),
+        source=f"{ref.hub}://{ref.repo}" + (f"@{ref.revision}" if ref.revision else ""),
+        url=hub.file_url(ref.repo, revision, "config.json"),
+        what=f"{ref.hub}://{ref.repo}",
+        expected=Expected(),
+        headers=dict(getattr(hub, "headers", {})),
+        license=declared if declared and declared.get("id") else None,
+        lineage=card.get("lineage") if card and card.get("lineage", {}).get("base_models") else None,
+        folder=chosen,
+        url_of=lambda path: hub.file_url(ref.repo, revision, path),
+    )
+
+
 def _hub_plan(ref: PullRef, hub: HuggingFace | ModelScope, revision: str, emit: PullListener) -> _Plan:
     where = hub.where(ref.repo, revision)
     files = hub.list_files(ref.repo, revision)
+    if is_folder_repo(files, ref.selector):
+        return _folder_plan(ref, hub, revision, files, emit)
     chosen: RemoteFile = choose_gguf(files, ref.selector, where)
-    card = None
-    readme = next((f for f in files if f.path.lower() == "readme.md"), None)
-    if readme is not None:
-        emit(PullEvent("reading model card"))
-        card = _card_model(hub.read_text(ref.repo, revision, readme.path), where)
+    card = _read_card(ref, hub, revision, files, emit)
     label = quant_label(chosen.path)
     declared = card.get("license") if card else None
     return _Plan(
@@ -268,8 +304,9 @@ def pull_model(
                 f"--name or replace it with --force"
             )
         _check_declared(plan, str(target), store.policy)
+        fetch = _fetch_folder_and_add if plan.folder else _fetch_and_add
         try:
-            manifest = _fetch_and_add(plan, target, store, http, emit, cancel, setting)
+            manifest = fetch(plan, target, store, http, emit, cancel, setting)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise network_error(exc, plan.what, setting) from exc
     finally:
@@ -286,6 +323,46 @@ def _check_declared(plan: _Plan, name: str, policy: dict[str, Any]) -> None:
     declared = {k: v for k, v in (plan.license or {"source": "none"}).items() if k != "text"}
     model = {"name": name, "license": declared, "lineage": plan.lineage or {}}
     enforce_policy(model, policy, "pull")
+
+
+def _fetch_folder_and_add(
+    plan: _Plan,
+    target: Any,
+    store: ModelStore,
+    http: httpx.Client,
+    emit: PullListener,
+    cancel: threading.Event | None,
+    setting: str,
+) -> Manifest:
+    assert plan.url_of is not None
+    organization = plan.what.split("://", 1)[1].split("/", 1)[0]
+
+    def add(folder: Path) -> Manifest:
+        return store.import_hf_folder(
+            folder,
+            str(target),
+            license=plan.license,
+            lineage=normalise_lineage(plan.lineage) if plan.lineage else None,
+            source=plan.source,
+            overwrite=True,  # pull_model refused a name taken by another model before anything was fetched
+            extra={"organization": organization, "repo_url": plan.what},
+            move=True,
+            action="pull",
+        )
+
+    return fetch_folder(
+        store,
+        http,
+        plan.folder,
+        plan.url_of,
+        key=plan.source,
+        what=plan.what,
+        headers=plan.headers,
+        emit=lambda status, digest, total, done: emit(PullEvent(status, digest, total, done)),
+        cancel=cancel,
+        setting=setting,
+        add=add,
+    )
 
 
 def _fetch_and_add(
