@@ -110,6 +110,7 @@ class Settings:
     pull_timeout: int = 30  # seconds a pull waits for a hub to connect or to send more bytes
     policy: dict[str, Any] = field(default_factory=dict)  # raw [policy] table of kaiyuan.toml
     models: dict[str, Any] = field(default_factory=dict)  # raw [models.<name>] tables (per-model settings)
+    mcp: dict[str, Any] = field(default_factory=dict)  # raw [mcp] table: MCP servers (kaiyuan.mcp reads it)
 
     @property
     def config_file(self) -> Path:
@@ -229,8 +230,9 @@ def load_settings(env: dict[str, str] | None = None, **flags: Any) -> Settings:
                 values[name] = _coerce(name, table[name], source)
     policy = toml.get("policy", {})
     models = toml.get("models", {})
-    if not isinstance(policy, dict) or not isinstance(models, dict):
-        raise ConfigError("kaiyuan.toml: [policy] and [models] must be tables")
+    mcp = toml.get("mcp", {})
+    if not isinstance(policy, dict) or not isinstance(models, dict) or not isinstance(mcp, dict):
+        raise ConfigError("kaiyuan.toml: [policy], [models] and [mcp] must be tables")
 
     for name in _FIELD_TYPES:
         raw = env.get(_ENV_PREFIX + name.upper())
@@ -248,4 +250,4 @@ def load_settings(env: dict[str, str] | None = None, **flags: Any) -> Settings:
             raise ConfigError(f"unknown setting {name!r}")
         values[name] = _coerce(name, raw, f"--{name.replace('_', '-')}")
 
-    return dataclasses.replace(settings, policy=policy, models=models, **values)
+    return dataclasses.replace(settings, policy=policy, models=models, mcp=mcp, **values)
