@@ -275,22 +275,41 @@ def _execute(
         dist.close()
 
 
-def _train_and_register(
-    run: RunDir,
-    meta: dict[str, Any],
-    config: TuneConfig,
-    base: BaseRef,
-    train_file: DataFile,
-    settings: Settings,
-    console: Console,
-    *,
-    resume: bool,
-    dist: Distributed,
-) -> TuneResult:
-    from kaiyuan.chat import ChatTemplate
-    from kaiyuan.tune._checkpoint import load_checkpoint, save_adapter, save_checkpoint
-    from kaiyuan.tune._model import attach_lora, import_torch, load_base, pick_device
-    from kaiyuan.tune._progress import RunReporter
+@dataclass
+class _Session:
+    """What the steps of one run share once the base is loaded: torch, the device, the base (with LoRA attached
+    after ``_attach_lora``) and its optimizer."""
+
+    torch: Any
+    device: Any
+    dtype: Any
+    loaded: Any  # kaiyuan.tune._model.LoadedBase
+    model: Any = None  # the base with LoRA layers
+    optimizer: Any = None
+
+    def autocast(self) -> Any:
+        if self.device.type == "cuda":
+            return self.torch.autocast("cuda", dtype=self.dtype)
+        return contextlib.nullcontext()
+
+
+@dataclass
+class _TrainingData:
+    """The examples rendered, tokenized and packed into rows, and the step schedule over them."""
+
+    prepared: PreparedData
+    eval_examples: int
+    rows: list[Any]
+    eval_rows: list[Any]
+    schedule: Schedule
+    total_steps: int
+
+
+def _load_base(
+    config: TuneConfig, base: BaseRef, settings: Settings, console: Console, dist: Distributed
+) -> _Session:
+    """Step 1: torch on the chosen device (one GPU per process under torchrun), the base model and tokenizer."""
+    from kaiyuan.tune._model import import_torch, load_base, pick_device
 
     torch = import_torch()
     torch.set_num_threads(config.threads or settings.threads)
@@ -298,9 +317,17 @@ def _train_and_register(
     if dist.world > 1 and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)  # one GPU per process
     console.print(f"loading {base.name} on {device} ({str(dtype).removeprefix('torch.')})", highlight=False)
-    loaded = load_base(base.path, device, dtype)
-    template = ChatTemplate(loaded.chat_template, bos_token=loaded.bos_token, eos_token=loaded.eos_token)
+    return _Session(torch, device, dtype, load_base(base.path, device, dtype))
 
+
+def _training_data(
+    train_file: DataFile, session: _Session, config: TuneConfig, console: Console, dist: Distributed
+) -> _TrainingData:
+    """Step 2: render with the base's own chat template, tokenize, pack into rows, and count the steps."""
+    from kaiyuan.chat import ChatTemplate
+
+    loaded = session.loaded
+    template = ChatTemplate(loaded.chat_template, bos_token=loaded.bos_token, eos_token=loaded.eos_token)
     train_convs, eval_convs = _split(train_file, config)
     prepared = _prepare(train_convs, loaded, template, config)
     eval_prepared = _prepare(eval_convs, loaded, template, config) if eval_convs else None
@@ -321,82 +348,117 @@ def _train_and_register(
     )
     lengths = [len(row.input_ids) for row in rows] if config.group_by_length else None
     schedule = Schedule(n_rows=len(rows), batch_size=config.batch, seed=config.seed, lengths=lengths)
-    per_step = (
-        config.grad_accum * dist.world
-    )  # micro-batches consumed by one optimizer step, all ranks together
+    per_step = config.grad_accum * dist.world  # micro-batches one optimizer step consumes, all ranks together
     total_steps = config.max_steps or max(1, math.ceil(schedule.batches_per_epoch * config.epochs / per_step))
     console.print(
         f"{len(prepared.examples)} training examples ({prepared.trained_tokens:,} trained of {prepared.tokens:,} "
         f"tokens) in {len(rows)} rows, {len(eval_rows)} eval rows, {total_steps} steps",
         highlight=False,
     )
+    eval_examples = len(eval_prepared.examples) if eval_prepared else 0
+    return _TrainingData(prepared, eval_examples, rows, eval_rows, schedule, total_steps)
 
-    model = attach_lora(
-        loaded.model,
+
+def _attach_lora(
+    session: _Session, config: TuneConfig, run: RunDir, console: Console, *, resume: bool
+) -> int:
+    """Step 3: LoRA layers and the optimizer; on ``--resume`` both come back from the last checkpoint. Returns the
+    step training starts at."""
+    from kaiyuan.tune._checkpoint import load_checkpoint
+    from kaiyuan.tune._model import attach_lora
+
+    session.model = attach_lora(
+        session.loaded.model,
         rank=config.rank,
         alpha=config.alpha,
         dropout=config.dropout,
         target_modules=config.target_modules,
         seed=config.seed,
     )
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    start_step = 0
-    if resume and run.checkpoints():
-        last = run.checkpoints()[-1]
-        load_checkpoint(last, model, optimizer)
-        start_step = int(last.name.split("-")[1])
-        console.print(f"resumed from {last.name}", highlight=False)
+    trainable = [p for p in session.model.parameters() if p.requires_grad]
+    session.optimizer = session.torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    if not (resume and run.checkpoints()):
+        return 0
+    last = run.checkpoints()[-1]
+    load_checkpoint(last, session.model, session.optimizer)
+    console.print(f"resumed from {last.name}", highlight=False)
+    return int(last.name.split("-")[1])
 
-    def autocast() -> Any:
-        if device.type == "cuda":
-            return torch.autocast("cuda", dtype=dtype)
-        return contextlib.nullcontext()
 
-    def run_eval() -> EvalResult | None:
-        if not eval_rows:
-            return None
-        return evaluate(
-            model,
-            eval_rows,
-            batch_size=config.batch,
-            pad_id=loaded.pad_id,
-            device=device,
-            autocast=autocast,
-        )
+def _evaluate(session: _Session, data: _TrainingData, config: TuneConfig) -> EvalResult | None:
+    """Loss and perplexity on the held-out rows (None without eval data)."""
+    if not data.eval_rows:
+        return None
+    return evaluate(
+        session.model,
+        data.eval_rows,
+        batch_size=config.batch,
+        pad_id=session.loaded.pad_id,
+        device=session.device,
+        autocast=session.autocast,
+    )
 
-    meta["progress"] = {"step": start_step, "total_steps": total_steps}
-    meta["device"] = str(device)
+
+def _record_start(
+    run: RunDir,
+    meta: dict[str, Any],
+    session: _Session,
+    data: _TrainingData,
+    config: TuneConfig,
+    start_step: int,
+    console: Console,
+) -> EvalResult | None:
+    """Step 4: meta.json gets the device, the example counts and the eval before training (measured once: a
+    resumed run keeps the first measurement). Returns that eval."""
+    prepared = data.prepared
+    meta["progress"] = {"step": start_step, "total_steps": data.total_steps}
+    meta["device"] = str(session.device)
     meta["examples"] = {
         "train": len(prepared.examples),
-        "eval": len(eval_prepared.examples) if eval_prepared else 0,
+        "eval": data.eval_examples,
         "truncated": prepared.truncated,
         "dropped": prepared.dropped,
         "trained_tokens": prepared.trained_tokens,
     }
     eval_before = _eval_from_json(meta.get("eval", {}).get("before"))
     if eval_before is None and start_step == 0:
-        eval_before = run_eval()
+        eval_before = _evaluate(session, data, config)
         meta.setdefault("eval", {})["before"] = _eval_json(eval_before)
         if eval_before:
             console.print(
                 f"eval before: loss {eval_before.loss:.4f}, perplexity {eval_before.perplexity:.2f}"
             )
     run.write_meta(meta)
+    return eval_before
+
+
+def _train_steps(
+    run: RunDir,
+    session: _Session,
+    data: _TrainingData,
+    config: TuneConfig,
+    start_step: int,
+    console: Console,
+    dist: Distributed,
+) -> tuple[float, float]:
+    """Step 5: the training loop with checkpoints (rank 0) and periodic evals. Returns (last loss, tokens/s)."""
+    from kaiyuan.tune._checkpoint import save_checkpoint
+    from kaiyuan.tune._progress import RunReporter
+
+    total_steps = data.total_steps
 
     def checkpoint(step: int, loss: float) -> None:
         if not dist.is_main:
             return
-        save_checkpoint(
-            run, step, model, optimizer, {"loss": loss, "total_steps": total_steps}, config.keep_checkpoints
-        )
+        state = {"loss": loss, "total_steps": total_steps}
+        save_checkpoint(run, step, session.model, session.optimizer, state, config.keep_checkpoints)
         run.update_meta(progress={"step": step, "total_steps": total_steps, "loss": loss})
 
     t_start = time.perf_counter()
     with RunReporter(run, console, total_steps=total_steps, start_step=start_step) as reporter:
 
         def periodic_eval(step: int) -> None:
-            result = run_eval()
+            result = _evaluate(session, data, config)
             if result:
                 run.append_log({"event": "eval", "step": step, **(_eval_json(result) or {})})
                 reporter.note(
@@ -404,63 +466,97 @@ def _train_and_register(
                 )
 
         last_loss = train(
-            model,
-            optimizer,
-            rows,
-            schedule,
+            session.model,
+            session.optimizer,
+            data.rows,
+            data.schedule,
             config,
             start_step=start_step,
             total_steps=total_steps,
-            pad_id=loaded.pad_id,
-            device=device,
-            autocast=autocast,
+            pad_id=session.loaded.pad_id,
+            device=session.device,
+            autocast=session.autocast,
             reporter=reporter,
             checkpoint=checkpoint,
             periodic_eval=periodic_eval,
             dist=dist,
         )
     elapsed = time.perf_counter() - t_start
-    tokens_per_s = reporter.tokens / elapsed if elapsed > 0 else 0.0
+    return last_loss, (reporter.tokens / elapsed if elapsed > 0 else 0.0)
 
-    eval_after = run_eval()
-    if eval_after:
-        console.print(f"eval after: loss {eval_after.loss:.4f}, perplexity {eval_after.perplexity:.2f}")
-    if not dist.is_main:  # rank 0 writes the adapter and registers it
-        return TuneResult(run.run_id, run.path, "", run.adapter_gguf, total_steps, eval_before, eval_after,
-                          prepared.truncated, tokens_per_s)  # fmt: skip
+
+def _export_and_register(
+    run: RunDir,
+    session: _Session,
+    config: TuneConfig,
+    base: BaseRef,
+    settings: Settings,
+    total_steps: int,
+    last_loss: float,
+    datasets: list[dict[str, str]],
+) -> str:
+    """Step 6 (rank 0): the final checkpoint, the PEFT adapter, its GGUF, and the store model. Returns its name."""
+    from kaiyuan.export import convert_peft_adapter
+    from kaiyuan.tune._checkpoint import save_adapter, save_checkpoint
+
     save_checkpoint(
         run,
         total_steps,
-        model,
-        optimizer,
+        session.model,
+        session.optimizer,
         {"loss": last_loss, "total_steps": total_steps},
         config.keep_checkpoints,
     )
-    save_adapter(model, run.adapter_dir)
-
-    from kaiyuan.export import convert_peft_adapter
-
+    save_adapter(session.model, run.adapter_dir)
     convert_peft_adapter(
         run.adapter_dir,
         base.path,
         run.adapter_gguf,
         metadata=_adapter_metadata(config.name, base),
-        architecture=loaded.architecture,
-        hf_config=loaded.model.config.to_dict() if base.path.is_dir() else None,
+        architecture=session.loaded.architecture,
+        hf_config=session.loaded.model.config.to_dict() if base.path.is_dir() else None,
     )
-    derivative = derivative_record(base, config.name, meta["data"]["files"])
-    registered = register_adapter(settings, config.name, base, run.adapter_gguf, derivative)
-    meta = run.read_meta()
-    meta["eval"]["after"] = _eval_json(eval_after)
-    meta.update(
-        status="finished",
-        progress={"step": total_steps, "total_steps": total_steps, "loss": last_loss},
-        registered=registered,
-        adapter={"peft": str(run.adapter_dir), "gguf": str(run.adapter_gguf)},
-        tokens_per_s=tokens_per_s,
-    )
-    run.write_meta(meta)
-    console.print(f"registered [bold]{registered}[/] (adapter {run.adapter_gguf})", highlight=False)
+    derivative = derivative_record(base, config.name, datasets)
+    return register_adapter(settings, config.name, base, run.adapter_gguf, derivative)
+
+
+def _train_and_register(
+    run: RunDir,
+    meta: dict[str, Any],
+    config: TuneConfig,
+    base: BaseRef,
+    train_file: DataFile,
+    settings: Settings,
+    console: Console,
+    *,
+    resume: bool,
+    dist: Distributed,
+) -> TuneResult:
+    """The heavy part of a run, one named step after another (see each step's docstring)."""
+    session = _load_base(config, base, settings, console, dist)
+    data = _training_data(train_file, session, config, console, dist)
+    start_step = _attach_lora(session, config, run, console, resume=resume)
+    eval_before = _record_start(run, meta, session, data, config, start_step, console)
+    last_loss, tokens_per_s = _train_steps(run, session, data, config, start_step, console, dist)
+    eval_after = _evaluate(session, data, config)
+    if eval_after:
+        console.print(f"eval after: loss {eval_after.loss:.4f}, perplexity {eval_after.perplexity:.2f}")
+    total_steps = data.total_steps
+    registered = ""
+    if dist.is_main:  # rank 0 writes the adapter and registers it
+        files = meta["data"]["files"]
+        registered = _export_and_register(run, session, config, base, settings, total_steps, last_loss, files)
+        meta = run.read_meta()
+        meta["eval"]["after"] = _eval_json(eval_after)
+        meta.update(
+            status="finished",
+            progress={"step": total_steps, "total_steps": total_steps, "loss": last_loss},
+            registered=registered,
+            adapter={"peft": str(run.adapter_dir), "gguf": str(run.adapter_gguf)},
+            tokens_per_s=tokens_per_s,
+        )
+        run.write_meta(meta)
+        console.print(f"registered [bold]{registered}[/] (adapter {run.adapter_gguf})", highlight=False)
     return TuneResult(
         run_id=run.run_id,
         run_dir=run.path,
@@ -469,6 +565,6 @@ def _train_and_register(
         steps=total_steps,
         eval_before=eval_before,
         eval_after=eval_after,
-        truncated=prepared.truncated,
+        truncated=data.prepared.truncated,
         tokens_per_s=tokens_per_s,
     )
