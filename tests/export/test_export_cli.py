@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from kaiyuan.cli._app import cli
+from kaiyuan.config import load_settings
 from kaiyuan.errors import LicenseDenied
 from kaiyuan.export import BaseShape, PeftAdapter, write_lora_gguf
 from kaiyuan.store import ModelStore
@@ -114,6 +115,25 @@ def test_merge_matches_base_plus_adapter_and_bundles(adapter_model: dict[str, An
     assert bom["bomFormat"] == "CycloneDX"
     assert "Apache" in (bundle / "LICENSE").read_text()
     assert not [p for p in bundle.parent.iterdir() if p.name.startswith(".")]
+
+
+LICENSE_TEXT = "TINY COMMUNITY LICENSE\n\n1. You may use the tiny model for anything, keeping this notice.\n"
+
+
+def test_bundle_license_includes_the_texts_the_store_holds(adapter_model: dict[str, Any]) -> None:
+    """A model pulled from a registry keeps its license layer's text in the store; the release bundle of a model
+    derived from it carries that text verbatim (docs/licenses.md promises it)."""
+    import dataclasses
+
+    store = ModelStore.from_settings(load_settings())
+    base = store.resolve("tinybase")
+    store.write_manifest(dataclasses.replace(base, license={**base.license, "text": LICENSE_TEXT}))
+    bundle = adapter_model["out"] / "release"
+    result = CliRunner().invoke(cli, ["export", "tiny-ad", "--format", "gguf-lora", "--bundle", str(bundle)])
+    assert result.exit_code == 0, result.output
+    license_file = (bundle / "LICENSE").read_text()
+    assert "Full text: apache-2.0" in license_file and LICENSE_TEXT.strip() in license_file
+    assert license_file.index("Apache") < license_file.index(LICENSE_TEXT.strip())  # the summary comes first
 
 
 def test_interrupted_export_leaves_nothing(

@@ -191,7 +191,8 @@ def export_model(
                 _copy_or_quantize(manifest.model_path, dest, quant, settings, progress)
         result.files.append(dest)
         if bundle is not None and bundle_tmp is not None:
-            _write_bundle(bundle_tmp, evaluate(record, resolver=resolver), dest)
+            texts = _license_texts(record, resolver)
+            _write_bundle(bundle_tmp, evaluate(record, resolver=resolver), dest, texts)
             if bundle.exists():
                 shutil.rmtree(bundle)
             bundle_tmp.rename(bundle)
@@ -273,12 +274,40 @@ def _store_resolver(store: Any) -> Any:
     return resolve
 
 
-def _write_bundle(folder: Path, record: Any, model_file: Path) -> None:
-    """LICENSE, NOTICE, README.md (model card) and the CycloneDX AI-BOM next to the model file."""
+def _license_texts(record: dict[str, Any], resolve: Any, *, depth: int = 8) -> dict[str, str]:
+    """The license texts the store holds for a model and its ancestors in the store (a pulled model keeps the
+    text of its registry's license layer), keyed by license id; the nearest model's text wins for an id."""
+    texts: dict[str, str] = {}
+    seen: set[str] = set()
+    todo = [record]
+    while todo and depth > 0:
+        depth -= 1
+        next_level = []
+        for model in todo:
+            name = str(model.get("name", ""))
+            if name in seen:
+                continue
+            seen.add(name)
+            license_: dict[str, Any] = model.get("license") or {}
+            text = license_.get("text")
+            if isinstance(text, str) and text.strip():
+                texts.setdefault(str(license_.get("id") or f"license of {name}"), text)
+            lineage: dict[str, Any] = model.get("lineage") or {}
+            for ref in lineage.get("base_models") or []:
+                parent = resolve(ref) if isinstance(ref, dict) else None
+                if parent is not None:
+                    next_level.append(parent)
+        todo = next_level
+    return texts
+
+
+def _write_bundle(folder: Path, report: Any, model_file: Path, texts: dict[str, str]) -> None:
+    """LICENSE (with the license texts the store holds), NOTICE, README.md (model card) and the CycloneDX AI-BOM
+    next to the model file."""
     from kaiyuan.license import write_cyclonedx_bom, write_license_file, write_model_card, write_notice
 
-    write_license_file(folder, record)
-    write_notice(folder, record)
+    write_license_file(folder, report, texts=texts)
+    write_notice(folder, report)
     description = f"Exported by kaiyuan as `{model_file.name}`."
-    write_model_card(folder, record, description=description)
-    write_cyclonedx_bom(folder, record, sha256=_sha256(model_file), description=description)
+    write_model_card(folder, report, description=description)
+    write_cyclonedx_bom(folder, report, sha256=_sha256(model_file), description=description)
