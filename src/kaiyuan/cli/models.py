@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from kaiyuan.config import load_settings
-from kaiyuan.store import Manifest, ModelStore, parameter_size_label, read_chat_template
+from kaiyuan.store import Manifest, ModelStore, parameter_size_label, read_chat_template, read_folder_config
 
 __all__ = ["copy_command", "import_command", "list_command", "rm_command", "show_command"]
 
@@ -200,7 +200,7 @@ def _metadata_rows(manifest: Manifest) -> list[tuple[str, str]]:
     from kaiyuan.gguf import ArrayInfo, read_gguf
 
     if manifest.is_folder:  # a Hugging Face folder: its config.json, and the files it is made of
-        config = json.loads((manifest.model_path / "config.json").read_text(encoding="utf-8"))
+        config = read_folder_config(manifest.model_path)
         rows = [(f"config.{key}", repr(value)[:100]) for key, value in config.items()]
         return rows + [(f"file {path}", human_size(ref.size)) for path, ref in manifest.files.items()]
     rows = []

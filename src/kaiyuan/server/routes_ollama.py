@@ -42,7 +42,7 @@ from kaiyuan.server._keep_alive import KeepAlive
 from kaiyuan.server._models import ModelLease
 from kaiyuan.server._ndjson import NDJSONResponse, OllamaRoute, json_response, ndjson_lines
 from kaiyuan.server._runtime import Runtime, get_runtime
-from kaiyuan.store import Manifest, read_chat_template
+from kaiyuan.store import Manifest, read_chat_template, read_folder_config
 from kaiyuan.types import ChatRequest, CompletionRequest, ModelInfo
 
 __all__ = ["router"]
@@ -421,8 +421,15 @@ def _modelfile(manifest: Manifest, system: str | None, parameters: dict[str, Any
 def _show(runtime: Runtime, name: str, verbose: bool) -> ol.ShowResponse:
     manifest = runtime.store.resolve(name)
     info = manifest.to_model_info()
-    gguf = read_gguf(manifest.model_path, load_arrays=verbose)
-    model_info = {k: _plain(v, verbose) for k, v in gguf.metadata.items() if k != "tokenizer.chat_template"}
+    if manifest.is_folder:  # a Hugging Face folder: its config.json, keyed the way GGUF metadata is
+        config = read_folder_config(manifest.model_path)
+        model_info = {f"{manifest.architecture}.{k}": _plain(v, verbose) for k, v in config.items()}
+        model_info["general.architecture"] = manifest.architecture
+    else:
+        gguf = read_gguf(manifest.model_path, load_arrays=verbose)
+        model_info = {
+            k: _plain(v, verbose) for k, v in gguf.metadata.items() if k != "tokenizer.chat_template"
+        }
     model_info["general.parameter_count"] = manifest.parameters
     template = read_chat_template(manifest)
     capabilities = ["completion"]

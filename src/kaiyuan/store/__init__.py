@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from kaiyuan.store._blobs import hash_file, normalise_digest
 from kaiyuan.store._bundled import BUNDLED_NAME, bundled_file
-from kaiyuan.store._hf_folder import folder_special_tokens, read_folder_template
+from kaiyuan.store._hf_folder import folder_special_tokens, read_folder_config, read_folder_template
 from kaiyuan.store._manifest import SCHEMA_VERSION, BlobRef, Manifest, parameter_size_label
 from kaiyuan.store._names import DEFAULT_TAG, ModelName, parse_name
 from kaiyuan.store._store import ModelStore, read_chat_template
@@ -28,5 +28,6 @@ __all__ = [
     "parameter_size_label",
     "parse_name",
     "read_chat_template",
+    "read_folder_config",
     "read_folder_template",
 ]

@@ -35,6 +35,7 @@ __all__ = [
     "folder_special_tokens",
     "hf_facts",
     "materialise_tree",
+    "read_folder_config",
     "read_folder_template",
     "remove_tree",
     "safe_relative_path",
@@ -224,6 +225,11 @@ def hf_facts(folder: Path) -> dict[str, Any]:
         "chat_template_digest": template_digest(read_folder_template(folder)),
         "display_name": _text(config.get("_name_or_path")) or folder.name,
     }
+
+
+def read_folder_config(folder: Path) -> dict[str, Any]:
+    """A model folder's ``config.json`` (InvalidModelFile when it is missing or not a JSON object)."""
+    return _read_json(folder / "config.json", "config.json")
 
 
 def read_folder_template(folder: Path) -> str | None:
