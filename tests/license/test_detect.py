@@ -113,7 +113,11 @@ def test_model_card_front_matter(tmp_path: Path) -> None:
     report = evaluate(model)
     assert report.license.id == "mit" and report.license.source == "card"
     assert report.datasets == ["open-r1/OpenR1-Math-220k"]
-    assert [(n.name, n.license.id) for n in report.lineage] == [("Qwen/Qwen2.5-Math-7B", "apache-2.0")]
+    # the folder names the model: a known distill, so the teacher the card leaves out is added from the table
+    assert [(n.name, n.license.id) for n in report.lineage] == [
+        ("Qwen/Qwen2.5-Math-7B", "apache-2.0"),
+        ("deepseek-ai/DeepSeek-R1", "mit"),
+    ]
 
 
 def test_card_with_other_license_uses_license_name_and_link(tmp_path: Path) -> None:
@@ -176,7 +180,7 @@ def test_undeclared_license_is_found_through_the_table_by_repository(tiny_gguf_f
     )
     report = evaluate(detect_from_path(path))
     assert report.license.id == "qwen-research"
-    assert (report.license.source, report.license.confidence) == ("table", "medium")
+    assert (report.license.source, report.license.confidence) == ("table", "high")  # by its repository id
     assert report.known_model == "Qwen/Qwen2.5-3B-Instruct"
 
 

@@ -2,20 +2,30 @@
 
 Owns walking a model's declared parents (manifest ``lineage.base_models``, GGUF ``general.base_model.N.*``, card
 ``base_model``) up through the store (through an optional resolver callback the caller passes) and the catalog's
-table of well-known base models. A parent found nowhere is ``unknown`` and stays unknown. Nothing here reads
-files or the network.
+table of well-known base models, and recognising a model itself in that table (by repository id, a redistribution's
+repository name, its GGUF name or its store name) so that a known model carries its table lineage when its card or
+file leaves it out. A parent found nowhere is ``unknown`` and stays unknown. Nothing here reads files or the
+network.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from kaiyuan.license._catalog import BaseModelEntry, Catalog, normalise_repo
-from kaiyuan.license._record import LicenseRecord, identify, record_from_value
+from kaiyuan.license._record import Confidence, LicenseRecord, identify, record_from_value
 
-__all__ = ["LineageNode", "Resolver", "resolve_lineage", "table_entry_for_model"]
+__all__ = [
+    "KnownModel",
+    "LineageNode",
+    "Resolver",
+    "recognise_model",
+    "resolve_lineage",
+    "table_entry_for_model",
+]
 
 # A resolver maps a parent reference ({name, organization, repo_url, version}) to a store manifest, or None.
 Resolver = Callable[[dict[str, Any]], dict[str, Any] | None]
@@ -81,32 +91,80 @@ def table_entry_for_ref(ref: dict[str, Any], catalog: Catalog) -> BaseModelEntry
     return None
 
 
-def table_entry_for_model(model: dict[str, Any], catalog: Catalog) -> BaseModelEntry | None:
-    """The table entry for the model itself: by ``repo_url`` / ``repo`` / an ``hf://org/repo/...`` source, else
-    by its GGUF display name (``general.name``) or basename and size label, with its organization, when that is
-    unambiguous."""
+# Suffixes a redistributor adds to the original repository's name (bartowski/…-GGUF, …-AWQ, mlx-community/…-4bit).
+_REDISTRIBUTION_SUFFIX = re.compile(
+    r"(?:[-_.](?:gguf|ggml|awq|gptq|exl2|mlx|fp8|fp16|bf16|int4|int8|[2-8]bit|bnb[-_]?4bit|imatrix|i1))+$",
+    re.I,
+)
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    """A model recognised in kaiyuan's table of well-known models, with how sure the match is and why."""
+
+    entry: BaseModelEntry
+    confidence: Confidence
+    reason: str  # "its repository id deepseek-ai/…", "its repository name …-GGUF (a redistribution)", …
+
+
+def _repo_of(model: dict[str, Any]) -> str | None:
     repo = model.get("repo_url") or model.get("repo")
     source = model.get("source")
     if not repo and isinstance(source, dict):
         repo = source.get("repo") or source.get("url")
-    if not repo and isinstance(source, str) and source.startswith("hf://"):
-        parts = source.removeprefix("hf://").split("/")
+    if not repo and isinstance(source, str) and source.split("://", 1)[0] in ("hf", "ms"):
+        parts = source.split("://", 1)[1].split("/")
         repo = "/".join(parts[:2]) if len(parts) >= 2 else None
-    if isinstance(repo, str):
-        found = table_entry_for_ref({"repo_url": repo}, catalog)
+    return normalise_repo(repo) if isinstance(repo, str) else None
+
+
+def _original_name(name: str) -> str:
+    """A repository or model name without a redistributor's suffix: ``DeepSeek-R1-Distill-Llama-8B-GGUF`` →
+    ``DeepSeek-R1-Distill-Llama-8B``."""
+    return _REDISTRIBUTION_SUFFIX.sub("", name.strip())
+
+
+def recognise_model(model: dict[str, Any], catalog: Catalog) -> KnownModel | None:
+    """The well-known model ``model`` is, when kaiyuan can tell: by its repository id (``repo_url`` / ``repo`` /
+    an ``hf://`` or ``ms://`` source; confidence high), by that repository's name without a redistributor's
+    suffix such as ``-GGUF`` (medium), by its GGUF display name or basename and size label (medium), or by its
+    store name (``deepseek-r1-distill-llama-8b:q4_k_m``; low). A name must match one entry only."""
+    repo = _repo_of(model)
+    if repo:
+        found = catalog.base_model(repo)
         if found:
-            return found
-    org = model.get("organization") if isinstance(model.get("organization"), str) else None
+            return KnownModel(found, "high", f"its repository id {repo}")
+        name = repo.partition("/")[2]
+        found = catalog.base_model_by_name(_original_name(name))
+        if found:
+            return KnownModel(
+                found, "medium", f"its repository name {repo} (a redistribution of {found.repo})"
+            )
+    org_name = model.get("organization") if isinstance(model.get("organization"), str) else None
     labels = [model.get("display_name")]
     basename, size = model.get("basename"), model.get("size_label")
     if isinstance(basename, str) and isinstance(size, str):
         labels.append(f"{basename} {size}")  # general.basename + general.size_label: "smollm2" "135M"
     for label in labels:
         if isinstance(label, str) and label.strip():
-            found = catalog.base_model_by_name(label, org)
+            found = catalog.base_model_by_name(label, org_name)
             if found:
-                return found
+                return KnownModel(found, "medium", f"its model file's name {label!r}")
+    store_name = model.get("name")
+    if isinstance(store_name, str) and store_name.strip():
+        base, _, tag = store_name.rpartition(":") if ":" in store_name else (store_name, "", "")
+        last = _original_name(base.rsplit("/", 1)[-1])
+        for label in (last, f"{last}-{tag}" if tag else ""):
+            found = catalog.base_model_by_name(label) if label else None
+            if found:
+                return KnownModel(found, "low", f"its name {store_name!r}")
     return None
+
+
+def table_entry_for_model(model: dict[str, Any], catalog: Catalog) -> BaseModelEntry | None:
+    """The table entry for the model itself (see ``recognise_model``)."""
+    known = recognise_model(model, catalog)
+    return known.entry if known else None
 
 
 def _parents_of(model: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]]]:
@@ -134,13 +192,20 @@ def resolve_lineage(
     own_name = str(model.get("name") or "model")
     relation, bases = _parents_of(model)
     queue: list[tuple[dict[str, Any], str, str, int]] = []
-    if bases:
-        queue.extend((b, b.get("relation") or relation or "finetune", own_name, 1) for b in bases)
-    else:
-        own = table_entry_for_model(model, catalog)
-        if own is not None:
-            seen.add(own.repo.lower())
-            queue.extend(({"repo_url": p.repo}, p.relation, own_name, 1) for p in own.base_models)
+    queue.extend((b, b.get("relation") or relation or "finetune", own_name, 1) for b in bases)
+    own = table_entry_for_model(model, catalog)
+    declared = [table_entry_for_ref(b, catalog) for b in bases]
+    if own is not None and own not in declared:
+        # A known model carries its table lineage even when its card or file leaves it out (the R1 distills'
+        # cards say MIT and name no Llama / Qwen base); a redistribution that names the original as its base gets
+        # the lineage through it instead.
+        seen.add(own.repo.lower())
+        named = {d.repo.lower() for d in declared if d is not None}
+        queue.extend(
+            ({"repo_url": p.repo}, p.relation, own_name, 1)
+            for p in own.base_models
+            if p.repo.lower() not in named
+        )
     while queue:
         ref, rel, child, depth = queue.pop(0)
         node, grand = _resolve_one(ref, rel, child, depth, catalog, resolver)

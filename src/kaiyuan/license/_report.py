@@ -17,7 +17,7 @@ from kaiyuan.errors import LicenseDenied
 from kaiyuan.license._catalog import Catalog, LicenseEntry, Terms, get_catalog
 from kaiyuan.license._detect import license_record_of
 from kaiyuan.license._effective import Contribution, EffectiveTerms, combine
-from kaiyuan.license._lineage import LineageNode, Resolver, resolve_lineage, table_entry_for_model
+from kaiyuan.license._lineage import LineageNode, Resolver, recognise_model, resolve_lineage
 from kaiyuan.license._openness import Openness, grade_openness
 from kaiyuan.license._policy import ACTIONS, PolicyDecision, decide, parse_policy
 from kaiyuan.license._record import LicenseRecord, identify
@@ -173,7 +173,8 @@ def evaluate(
         raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
     catalog = catalog or get_catalog()
     name = str(model.get("name") or "model")
-    own_table = table_entry_for_model(model, catalog)
+    known = recognise_model(model, catalog)
+    own_table = known.entry if known else None
     nodes = resolve_lineage(model, catalog=catalog, resolver=resolver)
     raw_lineage = model.get("lineage")
     lineage: dict[str, Any] = raw_lineage if isinstance(raw_lineage, dict) else {}
@@ -187,11 +188,12 @@ def evaluate(
         record = LicenseRecord.unknown("inherited")  # replaced below by the strictest inherited license
     else:
         record = license_record_of(model)
-        if not record.known and own_table is not None:
-            record = identify(own_table.license, source="table", catalog=catalog)
-            record.confidence = "medium"
+        if not record.known and known is not None:
+            record = identify(known.entry.license, source="table", catalog=catalog)
+            record.confidence = known.confidence
             record.notes.append(
-                f"no license declared; identified as {own_table.repo} from kaiyuan's table of well-known models"
+                f"no license declared; recognised as {known.entry.repo} by {known.reason} "
+                f"(kaiyuan's table of well-known models, confidence {known.confidence})"
             )
         contributions.append(
             Contribution(name, record, "self", 0, own_table.territory_excluded if own_table else ())
