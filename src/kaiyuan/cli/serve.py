@@ -169,13 +169,6 @@ def _configure_logging(settings: Settings) -> None:
     help="With --replicas: prefix (a shared prompt prefix goes to the replica that caches it; default) or load.",
 )
 @click.option(
-    "--routing",
-    type=click.Choice(["prefix", "round_robin"]),
-    default=None,
-    help="With --replicas: prefix (a shared prompt prefix goes to the replica that caches it, else the least "
-    "busy; default) or round_robin.",
-)
-@click.option(
     "--print-config",
     is_flag=True,
     help="With --replicas: print the Ray Serve config file (serve deploy / KubeRay) and exit.",
