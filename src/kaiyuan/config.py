@@ -26,7 +26,7 @@ Environment variables (each maps to the field of the same name):
     KAIYUAN_MAX_REPLICAS    autoscaling upper bound on Ray; default: the replica count
     KAIYUAN_RAY_ADDRESS     Ray cluster to join (host:port); default none: start a local one
     KAIYUAN_DRAIN_TIMEOUT   seconds SIGTERM waits for in-flight requests to finish; default 30
-    KAIYUAN_ROUTING         replicas: prefix (cache affinity, else least busy) | load (least busy only); default prefix
+    KAIYUAN_ROUTING         replicas: prefix (cache affinity, else least busy) | round_robin; default prefix
     KAIYUAN_ENGINE          auto | llama.cpp | vllm; default auto (HF folders on vLLM when installed, GGUF on llama.cpp)
     KAIYUAN_GPU_LAYERS      llama.cpp layers offloaded to the GPU; default: all when llama.cpp has a GPU backend, else 0
     KAIYUAN_DTYPE           vLLM dtype: auto | bfloat16 | float16 | float32; default auto
@@ -90,7 +90,7 @@ class Settings:
     max_replicas: int | None = None  # autoscaling upper bound (count); None = replicas
     ray_address: str | None = None  # Ray cluster to join (host:port); None = start a local one
     drain_timeout: int = 30  # seconds SIGTERM waits for in-flight requests before stopping
-    routing: str = "prefix"  # replica choice: prefix (cache affinity, else least busy) | load (least busy)
+    routing: str = "prefix"  # replica choice: prefix (cache affinity, else least busy) | round_robin
     engine: str = "auto"  # auto | llama.cpp | vllm: which engine serves a model
     gpu_layers: int | None = (
         None  # llama.cpp layers on the GPU (count); None = all with a GPU backend, else 0
@@ -172,7 +172,7 @@ _FIELD_TYPES: dict[str, type] = {
 _CHOICES: dict[str, tuple[str, ...]] = {
     "flash_attn": ("auto", "on", "off"),
     "reasoning_field": ("reasoning_content", "reasoning"),
-    "routing": ("prefix", "load"),
+    "routing": ("prefix", "round_robin"),
     "engine": ("auto", "llama.cpp", "vllm"),
     "dtype": ("auto", "bfloat16", "float16", "float32"),
 }

@@ -164,9 +164,10 @@ def _configure_logging(settings: Settings) -> None:
 )
 @click.option(
     "--routing",
-    type=click.Choice(["prefix", "load"]),
+    type=click.Choice(["prefix", "round_robin"]),
     default=None,
-    help="With --replicas: prefix (a shared prompt prefix goes to the replica that caches it; default) or load.",
+    help="With --replicas: prefix (a shared prompt prefix goes to the replica that caches it, else the least "
+    "busy; default) or round_robin.",
 )
 @click.option(
     "--print-config",

@@ -3,7 +3,8 @@
 - ``replica_deployment(settings)``: ``ModelReplica`` with kaiyuan's options — replica count or autoscaling bounds
   (``min_replicas``/``max_replicas``, scaled on requests in flight per replica, target ``parallel``), one replica
   reserving ``threads`` CPUs, ``max_ongoing_requests`` = slots + queue, health checks, graceful shutdown within
-  ``drain_timeout``, and the ``PrefixAffinityRouter`` with per-second replica figures.
+  ``drain_timeout``, and the ``PrefixAffinityRouter`` (or plain round robin with ``routing = round_robin``) with
+  per-second replica figures.
 - ``front_runtime(settings, handle, …)``: the server ``Runtime`` whose models run on the replicas
   (``ReplicaEngine``), with the cluster's series added to its ``/metrics``.
 - ``build_app(args)``: the application builder a Serve config file names (``kaiyuan serve --print-config``):
@@ -76,6 +77,7 @@ def replica_options(settings: Settings) -> dict[str, Any]:
             "request_router_class": "kaiyuan.cluster._router:PrefixAffinityRouter",
             "request_routing_stats_period_s": ROUTING_STATS_PERIOD_S,
             "request_routing_stats_timeout_s": 10.0,
+            "request_router_kwargs": {"policy": settings.routing},
         },
     }
     if low == high:
@@ -151,10 +153,11 @@ class KaiyuanIngress:
     """The HTTP surface (``create_app``) as a Serve ingress deployment over the replicas' handle."""
 
     def __init__(self, replicas: Any, settings: Settings, models: list[str]) -> None:
+        # The replicas load the models' engines before they report ready; the front loads a model's vocabulary on
+        # its first request (milliseconds), as ModelManager does for any model. (Serve runs this constructor
+        # inside its event loop, where ModelManager.load_now's asyncio.run cannot.)
         self._loop = EventLoopThread()
         self._runtime = front_runtime(settings, replicas, self._loop)
-        for name in models:
-            self._runtime.models.load_now(name)
 
     def __serve_build_asgi_app__(self) -> Any:
         from kaiyuan.server import create_app

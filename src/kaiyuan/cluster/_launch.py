@@ -78,14 +78,26 @@ class ServeCluster:
             return
         _, _, high = replica_bounds(self.settings)
         cpus = max(default_threads(), math.ceil(high * self.settings.threads))
-        ray.init(
-            address="local",
-            num_cpus=cpus,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=verbose,
-            logging_level=logging.WARNING,
-        )
+        for attempt in range(2):  # a raylet that starts too slowly on a busy machine: one more try
+            try:
+                ray.init(
+                    address="local",
+                    num_cpus=cpus,
+                    include_dashboard=False,
+                    _node_ip_address="127.0.0.1",
+                    log_to_driver=verbose,
+                    logging_level=logging.WARNING,
+                )
+                return
+            except Exception as exc:  # Ray raises a bare Exception when its node does not come up
+                ray.shutdown()
+                if attempt == 1:
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    raise EngineError(
+                        f"could not start a local Ray cluster ({first}); retry when the machine is less busy, "
+                        "or join a running cluster with --ray-address"
+                    ) from exc
+                log.warning("the local Ray cluster did not start (%s); trying once more", exc)
 
     def _start_blob_source(self) -> Any:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy

@@ -10,8 +10,8 @@ reported through Ray (``record_routing_stats``, every second) and what the route
   counts as sent and not finished;
 - ``kaiyuan_replica_prefix_cache_hits_total{replica}``, ``kaiyuan_replica_prompt_tokens_total{replica}``,
   ``kaiyuan_replica_generation_tokens_total{replica}``: that replica's prefix-cache hits and token totals;
-- ``kaiyuan_routed_requests_total{policy}``: generations routed by shared prefix (``prefix``) or to the least busy
-  replica (``load``);
+- ``kaiyuan_routed_requests_total{policy}``: generations routed by shared prefix (``prefix``), to the least busy
+  replica (``load``), or in turn (``round_robin``, when configured);
 - ``kaiyuan_replicas_lost_total``: replicas seen dying (Ray starts a replacement).
 
 Must not know HTTP or engines.

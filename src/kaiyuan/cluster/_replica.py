@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kaiyuan.cluster._calls import ReplicaCall, StreamEnd
@@ -93,11 +93,20 @@ class ModelReplica:
             loaded.engine.close()
 
     async def _engine_for(self, call: ReplicaCall) -> _Loaded:
+        """The loaded engine for ``call``, marked in use (``_release`` it): an engine in use is never evicted."""
+        while True:
+            with self._lock:
+                loaded = self._engines.get(call.model)
+                if loaded is not None:
+                    loaded.in_flight += 1
+                    loaded.last_used = time.monotonic()
+                    return loaded
+            await asyncio.to_thread(self._load, call.model, call.manifest)
+
+    def _release(self, loaded: _Loaded) -> None:
         with self._lock:
-            loaded = self._engines.get(call.model)
-        if loaded is None:
-            loaded = await asyncio.to_thread(self._load, call.model, call.manifest)
-        return loaded
+            loaded.in_flight -= 1
+            loaded.last_used = time.monotonic()
 
     # -- calls -------------------------------------------------------------------------------------
     async def ready(self) -> int:
@@ -108,12 +117,15 @@ class ModelReplica:
         """Run one generation; yields lists of ``TokenEvent`` (as many as were ready), then ``[StreamEnd]``."""
         try:
             loaded = await self._engine_for(call)
-            handle = loaded.engine.submit(call.request)
         except KaiyuanError as exc:
             yield [StreamEnd.failed(exc)]
             return
-        loaded.in_flight += 1
-        loaded.last_used = time.monotonic()
+        try:
+            handle = loaded.engine.submit(call.request)
+        except KaiyuanError as exc:
+            self._release(loaded)
+            yield [StreamEnd.failed(exc)]
+            return
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
         async def pump() -> None:
@@ -148,13 +160,15 @@ class ModelReplica:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            loaded.in_flight -= 1
-            loaded.last_used = time.monotonic()
+            self._release(loaded)
 
     async def embed(self, model: str, manifest: Manifest, texts: list[str]) -> list[list[float]]:
         """Embeddings of ``texts`` with the model's engine."""
         loaded = await self._engine_for(ReplicaCall(model, manifest, GenerationRequest(prompt=[])))
-        return await asyncio.to_thread(loaded.engine.embed, texts)
+        try:
+            return await asyncio.to_thread(loaded.engine.embed, texts)
+        finally:
+            self._release(loaded)
 
     # -- what Ray reads ----------------------------------------------------------------------------
     def check_health(self) -> None:
@@ -203,6 +217,4 @@ _SUMMED = (
 
 def _bare(manifest: Manifest) -> Manifest:
     """The manifest without its adapters: one engine per model file (adapters ride on each request)."""
-    from dataclasses import replace
-
     return replace(manifest, adapters=[])

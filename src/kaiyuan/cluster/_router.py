@@ -7,8 +7,11 @@ has room, the replica with the fewest requests in flight, probing queue lengths 
    a live replica, or is the very same prompt (the ``n`` choices of one call), goes to that replica first — its
    prefix cache holds those tokens, so it skips their prefill — unless that replica has ``max_imbalance`` more
    requests in flight than the least busy one.
-2. Otherwise the replica with the fewest requests in flight (as far as the router's queue-length cache knows),
-   the others as the fallback rank.
+2. Otherwise the replica with the fewest requests in flight (as far as the router's queue-length cache knows;
+   ties broken at random), the others as the fallback rank.
+
+``policy="round_robin"`` (``kaiyuan serve --routing round_robin``) takes the replicas in turn instead: the baseline
+the benchmark compares prefix affinity with.
 
 Compared with Ray's own ``ray.serve.llm.request_router.PrefixCacheAffinityRouter`` (read before writing this):
 that one matches prompt *text* in a prefix tree held by a detached actor and calls it with a blocking
@@ -56,8 +59,13 @@ class PrefixAffinityRouter(RequestRouter):
         min_prefix_tokens: int = 256,
         max_imbalance: int = 4,
         max_blocks: int = 200_000,
+        policy: str = "prefix",
         **_: Any,
     ) -> None:
+        self._policy = (
+            policy  # "prefix", or "round_robin" (the baseline: kaiyuan serve --routing round_robin)
+        )
+        self._turn = 0
         self._table = PrefixTable(block_tokens=block_tokens, max_blocks=max_blocks)
         self._min_prefix = max(min_prefix_tokens, block_tokens)
         self._max_imbalance = max_imbalance
@@ -81,6 +89,11 @@ class PrefixAffinityRouter(RequestRouter):
         call = _call_of(pending_request)
         if call is None or not candidate_replicas:
             return [candidate_replicas]
+        if self._policy == "round_robin":
+            ordered = sorted(candidate_replicas, key=lambda r: r.replica_id.unique_id)
+            self._turn += 1
+            first = ordered[self._turn % len(ordered)]
+            return [[first], [r for r in ordered if r is not first]]
         assert pending_request is not None
         by_id = {r.replica_id: r for r in candidate_replicas}
         fewest = min(self._in_flight(r) for r in candidate_replicas)
@@ -121,7 +134,8 @@ class PrefixAffinityRouter(RequestRouter):
             return
         with self._lock:
             intended = self._intended.pop(pending_request.metadata.internal_request_id, None)
-            self.routed["prefix" if intended == replica_id else "load"] += 1
+            policy = "round_robin" if self._policy == "round_robin" else "load"
+            self.routed["prefix" if intended == replica_id else policy] += 1
             self._table.record(call.model, call.prompt, replica_id)
 
     # -- replica set -------------------------------------------------------------------------------
