@@ -408,3 +408,62 @@ def test_structured_answer_after_thinking_gets_half_of_max_tokens(model_factory)
     )
     budgets = [r.think_budget.max_tokens if r.think_budget else None for r in model.engine.requests]
     assert budgets == [50, None, 10]
+
+
+# -- preparing off the event loop ---------------------------------------------------------------------------------
+
+
+def test_async_start_prepares_in_a_worker_thread(models: list[ChatModel]) -> None:
+    import threading
+
+    from kaiyuan.chat import start_chat_async
+
+    seen: list[str] = []
+    model = make_model(["Hi"])
+    models.append(model)
+    render = model.template.render
+
+    def recording_render(*args, **kwargs):  # the real template, noting which thread renders
+        seen.append(threading.current_thread().name)
+        return render(*args, **kwargs)
+
+    model.template.render = recording_render  # type: ignore[method-assign]
+
+    async def go() -> str:
+        stream = await start_chat_async(model, ChatRequest(model="m", messages=[Message("user", "hi")]))
+        return "".join([c.content async for c in stream])
+
+    assert asyncio.run(go()) == "Hi"
+    assert seen and seen[0].startswith("kaiyuan-prepare") and seen[0] != threading.main_thread().name
+
+
+def test_a_request_cancelled_while_preparing_frees_its_slot(models: list[ChatModel]) -> None:
+    """The client goes away while the worker still prepares: the stream it then starts is cancelled at once."""
+    import threading
+
+    from kaiyuan.chat import ChatStream, _pipeline
+
+    model = make_model(["a"] * 50, slots=1, max_queue=0, delay=0.2)
+    models.append(model)
+    request = ChatRequest(model="m", messages=[Message("user", "hi")])
+    release = threading.Event()
+    started: list[ChatStream] = []
+
+    def slow_start() -> ChatStream:
+        release.wait(10)
+        started.append(start_chat(model, request))
+        return started[-1]
+
+    async def go() -> None:
+        task = asyncio.ensure_future(_pipeline._off_loop(slow_start))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        while not started:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the done-callback runs on the loop
+
+    asyncio.run(go())
+    assert all(handle.cancelled for handle in started[0]._handles)  # not left generating for nobody

@@ -10,6 +10,7 @@ from kaiyuan.chat._pipeline import (
     ChatResult,
     ChatStream,
     ChoiceResult,
+    ContextLimit,
     GenerationObserver,
     collect_chunks,
     collect_stream,
@@ -18,7 +19,9 @@ from kaiyuan.chat._pipeline import (
     iter_chat,
     render_prompt,
     start_chat,
+    start_chat_async,
     start_completion,
+    start_completion_async,
     stream_chat,
 )
 from kaiyuan.chat._template import CHATML_FALLBACK_TEMPLATE, ChatTemplate
@@ -42,6 +45,7 @@ __all__ = [
     "ChatStream",
     "ChatTemplate",
     "ChoiceResult",
+    "ContextLimit",
     "Dialect",
     "GenerationObserver",
     "ParsedDelta",
@@ -61,6 +65,8 @@ __all__ = [
     "response_format_grammar",
     "schema_to_gbnf_rules",
     "start_chat",
+    "start_chat_async",
     "start_completion",
+    "start_completion_async",
     "stream_chat",
 ]

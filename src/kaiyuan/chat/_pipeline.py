@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -50,6 +52,7 @@ __all__ = [
     "ChatResult",
     "ChatStream",
     "ChoiceResult",
+    "ContextLimit",
     "GenerationObserver",
     "collect_chunks",
     "collect_stream",
@@ -58,7 +61,9 @@ __all__ = [
     "iter_chat",
     "render_prompt",
     "start_chat",
+    "start_chat_async",
     "start_completion",
+    "start_completion_async",
     "stream_chat",
 ]
 
@@ -428,12 +433,36 @@ class ChatStream:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ContextLimit:
+    """A per-request context window smaller than the loaded one (Ollama's ``num_ctx``): a longer prompt is
+    refused and generation is capped to what is left, before any grammar is fitted to ``max_tokens``."""
+
+    tokens: int
+    name: str = "the context limit"  # what the client calls it, for messages ("num_ctx")
+    param: str | None = None  # the request field errors name ("options.num_ctx")
+
+    def room(self, n_prompt: int, max_tokens: int | None) -> int:
+        """``max_tokens`` capped to the window (raises ``ContextOverflow`` when the prompt fills it)."""
+        if n_prompt >= self.tokens:
+            raise ContextOverflow(
+                f"the prompt has {n_prompt} tokens but {self.name} is {self.tokens} (room is needed for at least "
+                f"one generated token); shorten the prompt or raise {self.param or self.name}",
+                prompt_tokens=n_prompt,
+                context_length=self.tokens,
+                param=self.param,
+            )
+        room = self.tokens - n_prompt
+        return room if max_tokens is None else min(max_tokens, room)
+
+
 @dataclass
 class _Plan:
     """What a chat request becomes before the engine sees it."""
 
     prompt: str
     tokens: list[int]
+    max_tokens: int | None  # the request's, capped by a context limit
     thinking: bool  # the model is certainly thinking at the first generated token
     reasoning_end: str | None
     grammar: str | None
@@ -493,7 +522,7 @@ def _answer_room(
     return max(max_tokens - think_budget - marker - _WHITESPACE_AFTER_THINKING, 1)
 
 
-def _plan_chat(model: ChatModel, request: ChatRequest) -> _Plan:
+def _plan_chat(model: ChatModel, request: ChatRequest, limit: ContextLimit | None = None) -> _Plan:
     dialect = model.dialect
     tool_choice = (
         request.tool_choice if request.tool_choice is not None else ("auto" if request.tools else "none")
@@ -532,21 +561,24 @@ def _plan_chat(model: ChatModel, request: ChatRequest) -> _Plan:
     thinking = False
     budget = None
     reasoning_end = None
+    wants_grammar = forced_tool or request.response_format is not None
     if dialect.has_reasoning:
         start, end = dialect.reasoning_start, dialect.reasoning_end
         reasoning_end = end
         thinking = bool(dialect.think_opened_in_prompt(prompt))
-        budget = _think_budget(model, request, max_tokens)
-        wants_grammar = forced_tool or request.response_format is not None
         closed = prompt.rstrip().endswith(end)
-        if not thinking and not closed and (wants_grammar or budget is not None):
+        if not thinking and not closed and (wants_grammar or _think_budget(model, request, None) is not None):
             # A thinking model that has not opened its think block yet: open it, so that the budget counts
             # thinking from the first token and the grammar applies only after the thinking.
             prompt += start
             thinking = True
-        if not thinking:
-            budget = None
-        elif wants_grammar and budget is None and max_tokens is not None:
+
+    tokens = model.engine.tokenize(prompt, add_special=False, parse_special=True)  # once per request
+    if limit is not None:
+        max_tokens = limit.room(len(tokens), max_tokens)
+    if thinking:
+        budget = _think_budget(model, request, max_tokens)
+        if wants_grammar and budget is None and max_tokens is not None:
             # The structured answer must fit in max_tokens after the thinking: think at most half of it.
             budget = max_tokens // 2
 
@@ -567,10 +599,10 @@ def _plan_chat(model: ChatModel, request: ChatRequest) -> _Plan:
     elif request.response_format is not None:
         grammar = response_format_grammar(request.response_format, budget_tokens=room)
 
-    tokens = model.engine.tokenize(prompt, add_special=False, parse_special=True)
     return _Plan(
         prompt=prompt,
         tokens=tokens,
+        max_tokens=max_tokens,
         thinking=thinking,
         reasoning_end=reasoning_end,
         grammar=grammar,
@@ -632,18 +664,23 @@ def _per_choice(base: GenerationRequest, n: int) -> list[GenerationRequest]:
 
 
 def start_chat(
-    model: ChatModel, request: ChatRequest, *, observer: GenerationObserver | None = None
+    model: ChatModel,
+    request: ChatRequest,
+    *,
+    observer: GenerationObserver | None = None,
+    context_limit: ContextLimit | None = None,
 ) -> ChatStream:
     """Render, tokenize and submit ``request``; raises before anything streams (``ContextOverflow``,
-    ``Overloaded``, ``InvalidRequest``, ``TemplateError``), so a server can still answer with an error status."""
+    ``Overloaded``, ``InvalidRequest``, ``TemplateError``), so a server can still answer with an error status.
+    This is CPU work (template, tokenizer, grammar); async callers use ``start_chat_async``."""
     if request.n < 1:
         raise InvalidRequest("n must be at least 1", param="n")
     with _preparing():
-        plan = _plan_chat(model, request)
+        plan = _plan_chat(model, request, context_limit)
         base = GenerationRequest(
             prompt=plan.tokens,
-            sampling=request.sampling,
-            max_tokens=request.sampling.max_tokens,
+            sampling=replace(request.sampling, max_tokens=plan.max_tokens),
+            max_tokens=plan.max_tokens,
             grammar=plan.grammar,
             grammar_after=plan.reasoning_end if plan.grammar and plan.thinking else None,
             think_budget=plan.think_budget,
@@ -672,7 +709,11 @@ def start_chat(
 
 
 def start_completion(
-    model: ChatModel, request: CompletionRequest, *, observer: GenerationObserver | None = None
+    model: ChatModel,
+    request: CompletionRequest,
+    *,
+    observer: GenerationObserver | None = None,
+    context_limit: ContextLimit | None = None,
 ) -> ChatStream:
     """A raw-prompt completion (no template, no parsing): tokenized with the model's BOS, stop strings and
     ``response_format`` honoured, ``echo`` repeats the prompt first."""
@@ -680,13 +721,17 @@ def start_completion(
         raise InvalidRequest("n must be at least 1", param="n")
     with _preparing():
         tokens = model.engine.tokenize(request.prompt, add_special=True, parse_special=True)
+        max_tokens = request.sampling.max_tokens
+        if context_limit is not None:
+            max_tokens = context_limit.room(len(tokens), max_tokens)
         grammar = None
         if request.response_format is not None:
-            grammar = response_format_grammar(
-                request.response_format, budget_tokens=request.sampling.max_tokens
-            )
+            grammar = response_format_grammar(request.response_format, budget_tokens=max_tokens)
         base = GenerationRequest(
-            prompt=tokens, sampling=request.sampling, max_tokens=request.sampling.max_tokens, grammar=grammar
+            prompt=tokens,
+            sampling=replace(request.sampling, max_tokens=max_tokens),
+            max_tokens=max_tokens,
+            grammar=grammar,
         )
         try:
             handles = _submit_all(model.engine, _per_choice(base, request.n))
@@ -717,6 +762,59 @@ def start_completion(
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Off the event loop
+# ---------------------------------------------------------------------------------------------------------------
+
+# Preparing a request is CPU work in Python (template, tokenizer, grammar compilation, llama.cpp's grammar
+# parser): on the event loop it would stall every stream being written. Two workers: requests prepare in
+# parallel with decoding, and few enough threads contend for the GIL with the loop and the scheduler.
+_PREPARE = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kaiyuan-prepare")
+
+
+async def _off_loop(start: Callable[[], ChatStream]) -> ChatStream:
+    """``start()`` in a worker thread. If the caller is cancelled meanwhile (the client went away), the stream
+    the worker still starts is cancelled as soon as it exists, so its engine slots are freed."""
+    future = asyncio.get_running_loop().run_in_executor(_PREPARE, start)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        future.add_done_callback(_cancel_started)
+        raise
+
+
+def _cancel_started(future: asyncio.Future[ChatStream]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().cancel()
+
+
+async def start_chat_async(
+    model: ChatModel,
+    request: ChatRequest,
+    *,
+    observer: GenerationObserver | None = None,
+    context_limit: ContextLimit | None = None,
+) -> ChatStream:
+    """``start_chat`` in a worker thread, for async servers: the event loop keeps writing other streams while
+    this request renders, tokenizes and compiles its grammar. Raises what ``start_chat`` raises."""
+    return await _off_loop(
+        functools.partial(start_chat, model, request, observer=observer, context_limit=context_limit)
+    )
+
+
+async def start_completion_async(
+    model: ChatModel,
+    request: CompletionRequest,
+    *,
+    observer: GenerationObserver | None = None,
+    context_limit: ContextLimit | None = None,
+) -> ChatStream:
+    """``start_completion`` in a worker thread (see ``start_chat_async``)."""
+    return await _off_loop(
+        functools.partial(start_completion, model, request, observer=observer, context_limit=context_limit)
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Convenience: stream, iterate, complete
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -725,7 +823,7 @@ async def stream_chat(
     model: ChatModel, request: ChatRequest, *, observer: GenerationObserver | None = None
 ) -> AsyncIterator[Chunk]:
     """Async ``Chunk`` stream of a chat request (see ``ChatStream``)."""
-    stream = start_chat(model, request, observer=observer)
+    stream = await start_chat_async(model, request, observer=observer)
     async for chunk in stream:
         yield chunk
 
@@ -802,7 +900,7 @@ async def complete_chat(
     model: ChatModel, request: ChatRequest, *, observer: GenerationObserver | None = None
 ) -> ChatResult:
     """The whole answer at once (``stream: false``)."""
-    return await collect_stream(start_chat(model, request, observer=observer))
+    return await collect_stream(await start_chat_async(model, request, observer=observer))
 
 
 def complete_chat_sync(model: ChatModel, request: ChatRequest) -> ChatResult:

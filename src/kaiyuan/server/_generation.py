@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 from starlette.requests import Request
 
-from kaiyuan.chat import ChatResult, ChatStream, collect_stream, start_chat
+from kaiyuan.chat import ChatResult, ChatStream, collect_stream, start_chat_async
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.protocol import convert_shared
 from kaiyuan.server._http import run_watching_disconnect
@@ -72,7 +72,7 @@ async def begin(runtime: Runtime, native: ChatRequest, unset: set[str]) -> Runni
         native.sampling = convert_shared.with_model_options(
             native.sampling, unset, lease.model.default_options
         )
-        stream = start_chat(lease.model, native, observer=timer)
+        stream = await start_chat_async(lease.model, native, observer=timer)
     except BaseException:
         timer.finish(None)
         lease.release()

@@ -2,7 +2,7 @@
 ``/api/show``, ``/api/ps``, ``/api/pull``, ``/api/delete``, ``/api/copy``, ``/api/version`` and ``HEAD /``.
 
 A second skin over the one native path: parse (pydantic, ``protocol/ollama.py``) → convert
-(``protocol/convert_ollama.py``) → the chat layer (``start_chat`` / ``start_completion``) → convert back → one JSON
+(``protocol/convert_ollama.py``) → the chat layer (``start_chat_async`` / ``start_completion_async``) → convert back → one JSON
 object or an NDJSON stream (``stream`` defaults to true). Owns what only this skin does: empty-prompt load and
 unload requests, ``keep_alive`` (``_keep_alive.py``), ``num_ctx`` as a per-request context window, the model's
 default options, Ollama's nanosecond timings, and pulls with a progress stream. Errors are
@@ -28,12 +28,12 @@ from kaiyuan.chat import (
     ChatModel,
     ChatStream,
     ChatTemplate,
+    ContextLimit,
     collect_stream,
-    render_prompt,
-    start_chat,
-    start_completion,
+    start_chat_async,
+    start_completion_async,
 )
-from kaiyuan.errors import ContextOverflow, InvalidRequest
+from kaiyuan.errors import InvalidRequest
 from kaiyuan.gguf import ArrayInfo, read_gguf
 from kaiyuan.protocol import convert_ollama as conv
 from kaiyuan.protocol import ollama as ol
@@ -89,11 +89,12 @@ def _ns(seconds: float) -> int:
     return max(0, int(seconds * 1e9))
 
 
-def _context_limit(model: ChatModel, native: ChatRequest | CompletionRequest, num_ctx: int | None) -> None:
-    """``num_ctx`` smaller than the loaded context: refuse longer prompts and cap generation to fit in it. A larger
-    one cannot grow a loaded model's context (``kaiyuan serve --ctx`` sets it): logged once."""
+def _context_limit(model: ChatModel, num_ctx: int | None) -> ContextLimit | None:
+    """``num_ctx`` smaller than the loaded context: the chat layer refuses longer prompts and caps generation to
+    fit in it (counted on the one render of the request). A larger one cannot grow a loaded model's context
+    (``kaiyuan serve --ctx`` sets it): logged once."""
     if num_ctx is None:
-        return
+        return None
     n_ctx = model.engine.n_ctx
     if num_ctx >= n_ctx:
         if num_ctx > n_ctx:
@@ -105,23 +106,8 @@ def _context_limit(model: ChatModel, native: ChatRequest | CompletionRequest, nu
                 n_ctx,
                 n_ctx,
             )
-        return
-    if isinstance(native, ChatRequest):
-        prompt = render_prompt(model, native)
-        n_prompt = len(model.engine.tokenize(prompt, add_special=False, parse_special=True))
-    else:
-        n_prompt = len(model.engine.tokenize(native.prompt, add_special=True, parse_special=True))
-    if n_prompt >= num_ctx:
-        raise ContextOverflow(
-            f"the prompt has {n_prompt} tokens but num_ctx is {num_ctx} (room is needed for at least one generated "
-            f"token); shorten the prompt or raise options.num_ctx",
-            prompt_tokens=n_prompt,
-            context_length=num_ctx,
-            param="options.num_ctx",
-        )
-    room = num_ctx - n_prompt
-    limit = native.sampling.max_tokens
-    native.sampling.max_tokens = room if limit is None else min(limit, room)
+        return None
+    return ContextLimit(num_ctx, name="num_ctx", param="options.num_ctx")
 
 
 class _Clock:
@@ -199,11 +185,11 @@ async def _run(
         _check_think(lease, think)
         native, num_ctx = convert(model_options=lease.model.default_options)
         native.model = lease.name
-        await asyncio.to_thread(_context_limit, lease.model, native, num_ctx)
+        limit = _context_limit(lease.model, num_ctx)
         if isinstance(native, ChatRequest):
-            stream = start_chat(lease.model, native, observer=clock)
+            stream = await start_chat_async(lease.model, native, observer=clock, context_limit=limit)
         else:
-            stream = start_completion(lease.model, native, observer=clock)
+            stream = await start_completion_async(lease.model, native, observer=clock, context_limit=limit)
     except BaseException:
         finish()
         raise

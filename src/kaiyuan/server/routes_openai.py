@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from kaiyuan.chat import ChatResult, ChatStream, collect_stream, start_chat, start_completion
+from kaiyuan.chat import ChatResult, ChatStream, collect_stream, start_chat_async, start_completion_async
 from kaiyuan.errors import InvalidRequest, KaiyuanError, ModelNotFound
 from kaiyuan.license import license_summary
 from kaiyuan.protocol import convert_openai, convert_shared
@@ -156,12 +156,13 @@ async def _generate(
     native: _Native,
     *,
     id_prefix: str,
-    start: Callable[..., ChatStream],
+    start: Callable[..., Awaitable[ChatStream]],
     stream_encoder: Callable[[str, str, int], _Encode] | None,
     respond: Callable[[str, str, int, ChatResult], Any],
 ) -> Response:
     """The one way a generation is served: lease the model, fill what ``body`` left unset from the model's
-    default options, start the stream (``start_chat`` / ``start_completion``; errors still become statuses),
+    default options, start the stream (``start_chat_async`` / ``start_completion_async``: preparing the request
+    runs off the event loop; errors still become statuses),
     then either stream it as SSE (``stream_encoder`` given) or collect it and answer with ``respond``. Metrics,
     the lease and the engine slots are released on every path, also when the client goes away."""
     runtime = get_runtime(request)
@@ -172,7 +173,7 @@ async def _generate(
         native.sampling = convert_shared.with_model_options(
             native.sampling, unset, lease.model.default_options
         )
-        stream = start(lease.model, native, observer=timer)
+        stream = await start(lease.model, native, observer=timer)
     except BaseException:
         timer.finish(None)
         lease.release()
@@ -236,7 +237,7 @@ async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> 
         body,
         native,
         id_prefix="chatcmpl",
-        start=start_chat,
+        start=start_chat_async,
         stream_encoder=stream_encoder if native.stream else None,
         respond=respond,
     )
@@ -279,7 +280,7 @@ async def completions(body: oa.CompletionRequest, request: Request) -> Response:
         body,
         native,
         id_prefix="cmpl",
-        start=start_completion,
+        start=start_completion_async,
         stream_encoder=stream_encoder if native.stream else None,
         respond=respond,
     )

@@ -14,7 +14,14 @@ from typing import Any
 import jsonschema
 import pytest
 
-from kaiyuan.chat.grammars import _api, _ir, json_object_grammar, json_schema_grammar, schema_to_gbnf_rules
+from kaiyuan.chat.grammars import (
+    _api,
+    _gbnf,
+    _ir,
+    json_object_grammar,
+    json_schema_grammar,
+    schema_to_gbnf_rules,
+)
 from tests.chat.grammars.test_recursive_schemas import RECURSIVE_SCHEMAS
 
 FORMATS = jsonschema.Draft202012Validator.FORMAT_CHECKER
@@ -465,3 +472,18 @@ def test_large_max_length_is_written_in_blocks(gbnf: Any) -> None:
     assert gbnf.accepts(grammar, json.dumps("y" * 3333))
     assert not gbnf.accepts(grammar, json.dumps("y" * 5001))
     assert not gbnf.accepts(grammar, json.dumps("y" * 2499))
+
+
+@pytest.mark.parametrize("name", ["nested_optional", "defs_and_refs", "recursive_react_element", "free_form"])
+def test_budgets_fitted_from_earlier_measures_match_a_fresh_fit(name: str) -> None:
+    """The per-schema measures kept between budgets only narrow the search: every budget gets the grammar a
+    fit from scratch gives, in whatever order the budgets come."""
+    schema = SCHEMAS[name]
+    budgets = list(range(20, 400, 23))
+    random.Random(name).shuffle(budgets)
+    _api._PROBES.clear()
+    for budget in budgets:
+        kept = json_schema_grammar(schema, budget_tokens=budget)
+        root, rules = _api._compile(schema, rule_prefix="", budget_tokens=budget, strict=False)
+        assert kept == _gbnf.write(rules, root), budget
+    assert len(_api._PROBES) == 1

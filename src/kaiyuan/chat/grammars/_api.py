@@ -7,6 +7,8 @@ Must not know: HTTP, the engine, chat templates.
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
 
@@ -26,6 +28,7 @@ def _compile(
     budget_tokens: int | None,
     strict: bool,
     tokens_of: _gbnf.TokensOf | None = None,
+    probes: _budget.Probes | None = None,
 ) -> tuple[str, _gbnf.RuleSet]:
     def build(limits: Limits) -> tuple[str, _gbnf.RuleSet]:
         rules = _gbnf.RuleSet(rule_prefix)
@@ -41,7 +44,11 @@ def _compile(
             )
         recursive = bool(Compiler(schema, _gbnf.RuleSet(rule_prefix), Limits(), strict=strict).cyclic())
         fitted = _budget.fit(
-            build, budget_tokens, recursive=recursive, cost=lambda text: _gbnf.units(text, tokens_of)
+            build,
+            budget_tokens,
+            recursive=recursive,
+            cost=lambda text: _gbnf.units(text, tokens_of),
+            probes=probes,
         )
         root, rules = fitted.root, fitted.rules
     if not ir.satisfiable(ir.Ref(root), rules.rules):
@@ -64,7 +71,8 @@ def _cached(
     strict: bool,
     tokens_of: _gbnf.TokensOf | None,
 ) -> tuple[str, str]:
-    """Compiling is deterministic, and clients repeat the same schema: keep the last few grammars."""
+    """Compiling is deterministic, and clients repeat the same schema: keep the last few grammars (per budget),
+    and per schema what fitting it to earlier budgets measured, so that a new ``max_tokens`` costs a few builds."""
     try:
         root, rules = _compile(
             json.loads(schema_json),
@@ -72,10 +80,28 @@ def _cached(
             budget_tokens=budget_tokens,
             strict=strict,
             tokens_of=tokens_of,
+            probes=None
+            if budget_tokens is None
+            else _probes_of((schema_json, rule_prefix, strict, tokens_of)),
         )
         return root, _gbnf.write(rules, root, tokens_of)
     except RecursionError as exc:  # the compiler and the writer recurse along the schema's nesting
         raise _too_deep() from exc
+
+
+_PROBES: OrderedDict[object, _budget.Probes] = OrderedDict()
+_PROBES_LOCK = threading.Lock()
+_MAX_SCHEMAS = 64
+
+
+def _probes_of(key: object) -> _budget.Probes:
+    """The measures kept for one schema (the last ``_MAX_SCHEMAS`` schemas)."""
+    with _PROBES_LOCK:
+        probes = _PROBES.pop(key, None)
+        _PROBES[key] = probes = {} if probes is None else probes
+        while len(_PROBES) > _MAX_SCHEMAS:
+            _PROBES.popitem(last=False)
+        return probes
 
 
 def _too_deep() -> UnsupportedFeature:

@@ -69,62 +69,88 @@ class Fitted:
     longest: int | None  # longest output in characters (None: unbounded or unsatisfiable)
 
 
-def _measure(build: Build, t: int, shape: Shape, cost: Callable[[str], int]) -> Fitted:
-    cap, spaces, depth, items = shape
-    root, rules = build(limits_for(t, max_optional=cap, spaces=spaces, depth=depth, items=items))
-    if not ir.satisfiable(ir.Ref(root), rules.rules):
-        return Fitted(root, rules, t, None)
-    return Fitted(root, rules, t, ir.measure(ir.Ref(root), rules.rules, cost).hi)
+Probes = dict[
+    tuple[int, Shape], "int | None"
+]  # (t, shape) → longest output (None: unbounded or unsatisfiable)
 
 
-def _fits(found: Fitted, chars: int) -> bool:
-    return found.longest is not None and found.longest <= chars
+class _Search:
+    """One fit: builds and measures grammars at (t, shape), remembering every measure in ``probes``, which a
+    caller may keep per schema: the longest output grows with ``t``, so known measures narrow the search for
+    another budget to a few builds (clients send one schema with many ``max_tokens``)."""
 
+    def __init__(self, build: Build, chars: int, cost: Callable[[str], int], probes: Probes) -> None:
+        self.build, self.chars, self.cost, self.probes = build, chars, cost, probes
+        self.built: dict[tuple[int, Shape], Fitted] = {}
 
-def _largest(
-    build: Build, chars: int, shape: Shape, good: Fitted, top: int, cost: Callable[[str], int]
-) -> Fitted:
-    """Binary search for the largest ``t`` in [good.t, top] that fits, ``good`` being known to fit."""
-    lo, hi = good.t, top
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        found = _measure(build, mid, shape, cost)
-        if _fits(found, chars):
-            lo, good = mid, found
-        else:
-            hi = mid - 1
-    return good
+    def fitted(self, t: int, shape: Shape) -> Fitted:
+        found = self.built.get((t, shape))
+        if found is None:
+            cap, spaces, depth, items = shape
+            root, rules = self.build(limits_for(t, max_optional=cap, spaces=spaces, depth=depth, items=items))
+            longest = (
+                ir.measure(ir.Ref(root), rules.rules, self.cost).hi
+                if ir.satisfiable(ir.Ref(root), rules.rules)
+                else None
+            )
+            found = self.built[(t, shape)] = Fitted(root, rules, t, longest)
+            self.probes[(t, shape)] = longest
+        return found
+
+    def fits(self, t: int, shape: Shape) -> bool:
+        longest = self.probes[(t, shape)] if (t, shape) in self.probes else self.fitted(t, shape).longest
+        return longest is not None and longest <= self.chars
+
+    def largest(self, shape: Shape, lo: int, top: int) -> Fitted:
+        """The grammar of the largest ``t`` in [lo, top] that fits, ``lo`` being known to fit."""
+        hi = top
+        for (t, s), longest in list(self.probes.items()):  # what earlier budgets measured bounds the search
+            if s == shape and lo < t <= hi:
+                if longest is not None and longest <= self.chars:
+                    lo = t
+                else:
+                    hi = t - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.fits(mid, shape):
+                lo = mid
+            else:
+                hi = mid - 1
+        return self.fitted(lo, shape)
 
 
 def fit(
-    build: Build, budget_tokens: int, *, recursive: bool = False, cost: Callable[[str], int] = len
+    build: Build,
+    budget_tokens: int,
+    *,
+    recursive: bool = False,
+    cost: Callable[[str], int] = len,
+    probes: Probes | None = None,
 ) -> Fitted:
     """The grammar for the largest limits whose every output fits ``budget_tokens`` tokens (``recursive``: the
     schema has ``$ref`` cycles, whose depth is preferred to longer strings and more items; ``cost``: what a
-    literal costs, its characters unless it is written as the model's tokens)."""
-    chars = max(budget_tokens - 1, 1)
+    literal costs, its characters unless it is written as the model's tokens; ``probes``: the measures of
+    earlier fits of the same schema, kept and extended)."""
+    search = _Search(build, max(budget_tokens - 1, 1), cost, {} if probes is None else probes)
     if recursive:
         for cap, spaces, _, _ in _SHAPES:
             for depth, items in _RECURSION:
                 shape: Shape = (cap, spaces, depth, items)
-                found = _measure(build, _RECURSIVE_STRINGS, shape, cost)
-                if _fits(found, chars):
-                    return _largest(build, chars, shape, found, _T_MAX, cost)
+                if search.fits(_RECURSIVE_STRINGS, shape):
+                    return search.largest(shape, _RECURSIVE_STRINGS, _T_MAX)
     # The first shape in which strings of _GOOD_STRINGS characters fit, grown as far as the budget allows.
     for shape in _SHAPES:
-        found = _measure(build, _GOOD_STRINGS, shape, cost)
-        if _fits(found, chars):
-            return _largest(build, chars, shape, found, _T_MAX, cost)
+        if search.fits(_GOOD_STRINGS, shape):
+            return search.largest(shape, _GOOD_STRINGS, _T_MAX)
     # No shape fits that: the shape with the largest t below it. (A recursive schema may need more depth, i.e.
     # a larger t, before it has any finite document at all; then nothing smaller fits either.)
     best: Fitted | None = None
     for shape in _SHAPES:
-        found = _measure(build, 0, shape, cost)
-        if _fits(found, chars) and (best is None or best.t < _GOOD_STRINGS - 1):
-            found = _largest(build, chars, shape, found, _GOOD_STRINGS - 1, cost)
+        if search.fits(0, shape) and (best is None or best.t < _GOOD_STRINGS - 1):
+            found = search.largest(shape, 0, _GOOD_STRINGS - 1)
             if best is None or found.t > best.t:
                 best = found
     if best is not None:
         return best
     # Even the smallest document is longer than the budget: the tightest grammar; the cut-off is then reported.
-    return _measure(build, 0, (0, False, None, None), cost)
+    return search.fitted(0, (0, False, None, None))
