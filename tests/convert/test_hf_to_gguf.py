@@ -102,3 +102,25 @@ def test_folder_without_config_or_weights_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["Qwen2ForCausalLM"]}))
     with pytest.raises(InvalidModelFile, match=r"no \*.safetensors"):
         hf_to_gguf(tmp_path, tmp_path / "out.gguf")
+
+
+def test_q4_1_round_trip_gives_the_original_file_back(smollm2_hf_dir: Path, tmp_path: Path) -> None:
+    """Q4_1 → HF bf16 → GGUF BF16 → Q4_1: every tensor byte-identical to the bundled file (docs/convert.md)."""
+    import gguf
+
+    from kaiyuan.convert import hf_to_gguf
+    from kaiyuan.export import quantize
+    from tests.fixtures.tiny_gguf import smollm2_path
+
+    bf16 = hf_to_gguf(smollm2_hf_dir, tmp_path / "bf16.gguf")
+    assert gguf.GGUFReader(str(bf16)).fields["general.file_type"].contents() == int(
+        gguf.LlamaFileType.MOSTLY_BF16
+    )
+    quantize(bf16, tmp_path / "q4_1.gguf", "Q4_1", threads=1)
+    original = {t.name: t for t in gguf.GGUFReader(str(smollm2_path())).tensors}
+    again = gguf.GGUFReader(str(tmp_path / "q4_1.gguf")).tensors
+    assert sorted(t.name for t in again) == sorted(original)
+    for tensor in again:
+        before = original[tensor.name]
+        assert tensor.tensor_type == before.tensor_type, tensor.name
+        assert bytes(tensor.data.view("uint8")) == bytes(before.data.view("uint8")), tensor.name
