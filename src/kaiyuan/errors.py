@@ -16,6 +16,7 @@ to exit codes and the server maps it to HTTP statuses, each through one table (`
     ├── ModelNotFound               no such model in the store (404)
     ├── ModelExists                 a name already taken where overwriting was not asked for (409)
     ├── ResponseNotFound            no stored response with that id (Responses API; 404)
+    ├── McpError                    a configured MCP server cannot be reached or listed (424)
     ├── InvalidModelFile            a GGUF (or other model file) that is truncated, lying or not a model
     ├── TemplateError               a chat template that fails to render or tries to escape the sandbox
     ├── Overloaded                  queue full; try again later (429/503 with Retry-After)
@@ -42,6 +43,7 @@ __all__ = [
     "InvalidRequest",
     "KaiyuanError",
     "LicenseDenied",
+    "McpError",
     "MissingExtra",
     "ModelExists",
     "ModelNotFound",
@@ -148,6 +150,13 @@ class ResponseNotFound(KaiyuanError):
     exit_code = 1
     code = "not_found"
     error_type = "invalid_request_error"
+
+
+class McpError(KaiyuanError):
+    http_status = 424
+    exit_code = 1
+    code = "mcp_error"
+    error_type = "server_error"
 
 
 class InvalidModelFile(KaiyuanError):

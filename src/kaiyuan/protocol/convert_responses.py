@@ -24,13 +24,25 @@ from pydantic import TypeAdapter
 from kaiyuan.errors import InvalidRequest, UnsupportedFeature
 from kaiyuan.protocol import responses as rs
 from kaiyuan.protocol.convert_shared import NativeChoice, logprob_entries
-from kaiyuan.types import ChatRequest, Chunk, Message, SamplingParams, TokenLogprob, ToolCall, Usage
+from kaiyuan.types import (
+    ChatRequest,
+    Chunk,
+    Message,
+    SamplingParams,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 
 __all__ = [
     "MAX_INPUT_ITEMS",
     "ResponseStreamEncoder",
     "input_items",
     "items_to_messages",
+    "mcp_call_item",
+    "mcp_list_tools_item",
+    "mcp_uses",
     "new_item_id",
     "output_items",
     "parse_items",
@@ -104,6 +116,15 @@ def items_to_messages(items: Sequence[Any], param: str = "input") -> list[Messag
                 "item_reference items are not supported; continue a stored response with previous_response_id",
                 param=where,
             )
+        if item.type == "mcp_list_tools":
+            continue  # what a server offered; the tools themselves are offered again when asked for
+        if item.type == "mcp_call":
+            call = ToolCall(name=item.name, arguments=item.arguments, id=item.id)
+            assistant().tool_calls.append(call)
+            turn = None
+            result = item.output if item.error is None else f"Error: {item.error}"
+            messages.append(Message(role="tool", content=result or "", tool_call_id=item.id, name=item.name))
+            continue
         if item.type == "reasoning":
             parts = item.content or item.summary
             text = "".join(p.text for p in parts)
@@ -154,6 +175,8 @@ def input_items(req: rs.ResponsesRequest) -> list[dict[str, Any]]:
 def _tools(req: rs.ResponsesRequest) -> list[dict[str, Any]]:
     tools = []
     for i, tool in enumerate(req.tools or []):
+        if tool.type == "mcp":
+            continue  # run by the server-side loop (mcp_uses)
         if tool.type != "function":
             raise UnsupportedFeature(
                 f"tools of type {tool.type!r} are not supported; declare function tools and run them yourself",
@@ -171,10 +194,73 @@ def _tools(req: rs.ResponsesRequest) -> list[dict[str, Any]]:
     return tools
 
 
+def mcp_uses(req: rs.ResponsesRequest) -> list[tuple[str, tuple[str, ...] | None]]:
+    """The request's ``mcp`` tools as (server label, allowed tool names or None). A request can only name a
+    server the owner configured: ``server_url``, ``connector_id``, ``headers`` and ``authorization`` are refused
+    (no arbitrary URL, no SSRF); approvals are not supported, so ``require_approval`` must be ``never``."""
+    uses = []
+    for i, tool in enumerate(req.tools or []):
+        if tool.type != "mcp":
+            continue
+        where = f"tools[{i}]"
+        if not tool.server_label:
+            raise InvalidRequest(
+                "an mcp tool needs server_label (a server configured in kaiyuan.toml)", param=where
+            )
+        for name in ("server_url", "connector_id", "headers", "authorization"):
+            if getattr(tool, name) is not None:
+                raise UnsupportedFeature(
+                    f"mcp tools cannot carry {name}: kaiyuan reaches only the MCP servers its owner configured "
+                    "in kaiyuan.toml; name one with server_label",
+                    param=f"{where}.{name}",
+                )
+        if tool.require_approval not in (None, "never"):
+            raise UnsupportedFeature(
+                "approvals of MCP calls are not supported; set require_approval to 'never'",
+                param=f"{where}.require_approval",
+            )
+        allowed = tool.allowed_tools
+        if isinstance(allowed, dict):
+            allowed = allowed.get("tool_names")
+            if not isinstance(allowed, list) or not all(isinstance(n, str) for n in allowed):
+                raise InvalidRequest("allowed_tools must list tool names", param=f"{where}.allowed_tools")
+        uses.append((tool.server_label, tuple(allowed) if allowed is not None else None))
+    return uses
+
+
+def mcp_list_tools_item(server: str, tools: Sequence[Any]) -> dict[str, Any]:
+    """The ``mcp_list_tools`` output item (``tools``: objects with name, description, input_schema)."""
+    listed = [
+        {"name": t.name, "description": t.description, "input_schema": t.input_schema, "annotations": None}
+        for t in tools
+    ]
+    return {
+        "id": new_item_id("mcpl"),
+        "type": "mcp_list_tools",
+        "server_label": server,
+        "tools": listed,
+        "error": None,
+    }
+
+
+def mcp_call_item(server: str, call: ToolCall, output: str, is_error: bool) -> dict[str, Any]:
+    """The ``mcp_call`` output item of one executed call."""
+    return {
+        "id": new_item_id("mcp"),
+        "type": "mcp_call",
+        "server_label": server,
+        "name": call.name,
+        "arguments": call.arguments,
+        "output": None if is_error else output,
+        "error": output if is_error else None,
+        "status": "failed" if is_error else "completed",
+    }
+
+
 def _tool_choice(req: rs.ResponsesRequest, tools: list[dict[str, Any]]) -> str | dict[str, Any] | None:
     choice = req.tool_choice
     if choice is None or isinstance(choice, str):
-        if choice == "required" and not tools:
+        if choice == "required" and not tools and not mcp_uses(req):
             raise InvalidRequest(
                 "tool_choice 'required' needs at least one tool in tools", param="tool_choice"
             )
@@ -184,7 +270,7 @@ def _tool_choice(req: rs.ResponsesRequest, tools: list[dict[str, Any]]) -> str |
             "tool_choice must be 'auto', 'required', 'none' or {'type': 'function', 'name': ...}",
             param="tool_choice",
         )
-    if choice.name not in {t["function"]["name"] for t in tools}:
+    if choice.name not in {t["function"]["name"] for t in tools} and not mcp_uses(req):
         raise InvalidRequest(
             f"tool_choice names function {choice.name!r}, which is not in tools", param="tool_choice"
         )
@@ -558,6 +644,60 @@ class ResponseStreamEncoder:
         )
         kind = "response.incomplete" if status == "incomplete" else "response.completed"
         out.append(self._lifecycle(kind, self.final))
+        return out
+
+    def replay(self, response: rs.Response) -> list[Any]:
+        """The events of a response produced whole (the MCP tool loop): each output item in order, as if it had
+        streamed, then ``response.completed`` / ``response.incomplete`` with ``response``'s status and usage."""
+        out: list[Any] = []
+        calls = 0
+        for item in response.output:
+            kind = item["type"]
+            if kind == "message":
+                text = "".join(part.get("text") or "" for part in item.get("content", []))
+                out += self.encode(Chunk(content=text)) if text else []
+            elif kind == "reasoning":
+                text = "".join(part["text"] for part in item.get("content") or item.get("summary") or [])
+                out += self.encode(Chunk(reasoning=text)) if text else []
+            elif kind == "function_call":
+                delta = ToolCallDelta(
+                    index=calls, id=item["call_id"], name=item["name"], arguments=item["arguments"]
+                )
+                calls += 1
+                out += self.encode(Chunk(tool_calls=[delta]))
+            else:
+                out += self._close()
+                out += self._whole_item(item)
+        out += self._close()
+        self._finish = "length" if response.status == "incomplete" else "stop"
+        usage = response.usage
+        native = Usage(
+            prompt_tokens=usage.input_tokens if usage else 0,
+            completion_tokens=usage.output_tokens if usage else 0,
+            reasoning_tokens=usage.output_tokens_details.reasoning_tokens if usage else 0,
+            cached_tokens=usage.input_tokens_details.cached_tokens if usage else 0,
+        )
+        return out + self._finished(native)
+
+    def _whole_item(self, item: dict[str, Any]) -> list[Any]:
+        """An item that does not stream (``mcp_list_tools``, ``mcp_call``): added, its progress events, done."""
+        out = self._item_added(item)
+        index, kind = self._index, item["type"]
+        phases = ["in_progress", "failed" if item.get("error") else "completed"]
+        for phase in phases:
+            out.append(
+                rs.ItemProgressEvent(
+                    type=f"response.{kind}.{phase}",
+                    sequence_number=self._next(),
+                    item_id=item["id"],
+                    output_index=index,
+                )
+            )
+        out.append(
+            rs.OutputItemEvent(
+                type="response.output_item.done", sequence_number=self._next(), output_index=index, item=item
+            )
+        )
         return out
 
     def error(self, code: str | None, message: str, param: str | None) -> rs.ErrorEvent:

@@ -28,8 +28,11 @@ __all__ = [
     "InputItem",
     "InputMessage",
     "InputTokensDetails",
+    "ItemProgressEvent",
     "ItemReference",
     "LifecycleEvent",
+    "McpCallItem",
+    "McpListToolsItem",
     "OutputItemEvent",
     "OutputTokensDetails",
     "ReasoningConfig",
@@ -111,6 +114,25 @@ class ItemReference(_Request):
     id: str
 
 
+class McpListToolsItem(_Request):
+    type: Literal["mcp_list_tools"]
+    id: str | None = None
+    server_label: str
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    error: str | None = None
+
+
+class McpCallItem(_Request):
+    type: Literal["mcp_call"]
+    id: str = Field(min_length=1)
+    server_label: str
+    name: str = Field(min_length=1)
+    arguments: str
+    output: str | None = None
+    error: str | None = None
+    status: str | None = None
+
+
 def _item_type(value: Any) -> str:
     if isinstance(value, dict):
         return str(value.get("type", "message"))
@@ -122,7 +144,9 @@ InputItem = Annotated[
     | Annotated[FunctionCallItem, Tag("function_call")]
     | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
     | Annotated[ReasoningItem, Tag("reasoning")]
-    | Annotated[ItemReference, Tag("item_reference")],
+    | Annotated[ItemReference, Tag("item_reference")]
+    | Annotated[McpListToolsItem, Tag("mcp_list_tools")]
+    | Annotated[McpCallItem, Tag("mcp_call")],
     Discriminator(_item_type),
 ]
 
@@ -133,11 +157,22 @@ InputItem = Annotated[
 
 
 class FunctionTool(_Request):
-    type: str = Field(description="'function'; other tool types are refused (and 'mcp' once configured)")
+    """A ``function`` tool, or an ``mcp`` tool naming a server the owner configured; other types are refused."""
+
+    type: str = Field(description="'function' or 'mcp'")
     name: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+    # type "mcp"
+    server_label: str | None = None
+    allowed_tools: list[str] | dict[str, Any] | None = None
+    require_approval: str | dict[str, Any] | None = None
+    server_url: str | None = None
+    connector_id: str | None = None
+    headers: dict[str, str] | None = None
+    authorization: str | None = None
+    server_description: str | None = None
 
 
 class NamedFunctionChoice(_Request):
@@ -352,6 +387,15 @@ class FunctionCallArgumentsDoneEvent(_Wire):
     output_index: int
     name: str
     arguments: str
+
+
+class ItemProgressEvent(_Wire):
+    """``response.mcp_list_tools.in_progress`` / ``.completed`` / ``.failed``, ``response.mcp_call.…``."""
+
+    type: str
+    sequence_number: int
+    item_id: str
+    output_index: int
 
 
 class ErrorEvent(_Wire):

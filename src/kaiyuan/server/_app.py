@@ -58,6 +58,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         try:
             yield
         finally:
+            await routes_responses.shutdown(app)
             runtime.close()
 
     app = FastAPI(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from kaiyuan.errors import InvalidRequest, KaiyuanError, ResponseNotFound
+from kaiyuan.mcp import McpHub, McpUse, ToolListing, mcp_settings, run_tool_loop
 from kaiyuan.protocol import convert_responses as conv
 from kaiyuan.protocol import openai as oa
 from kaiyuan.protocol import responses as rs
@@ -30,7 +31,7 @@ from kaiyuan.server._response_store import ResponseStore, StoredResponse
 from kaiyuan.server._runtime import Runtime, get_runtime
 from kaiyuan.types import ChatRequest, Message
 
-__all__ = ["router"]
+__all__ = ["router", "shutdown"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class _Responses:
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     running: dict[str, Running] = field(default_factory=dict)
     cancelled: set[str] = field(default_factory=set)
+    hub: McpHub | None = None  # sessions to the configured MCP servers, opened on first use
 
 
 def _state(request: Request) -> _Responses:
@@ -72,6 +74,19 @@ def _state(request: Request) -> _Responses:
         state = request.app.state.responses = _Responses(store)
     assert isinstance(state, _Responses)
     return state
+
+
+async def shutdown(app: Any) -> None:
+    """End what the Responses routes hold for ``app``: background responses and MCP sessions (stdio servers)."""
+    state = getattr(app.state, "responses", None)
+    if not isinstance(state, _Responses):
+        return
+    for task in list(state.tasks.values()):
+        task.cancel()
+    if state.tasks:
+        await asyncio.wait(set(state.tasks.values()), timeout=10)
+    if state.hub is not None:
+        await state.hub.close()
 
 
 def _json(obj: Any) -> Response:
@@ -106,6 +121,53 @@ def _result_response(base: rs.Response, result: Any, max_tool_calls: int | None)
 # -- create --------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Job:
+    """One response being produced: a single generation, or the MCP tool loop over several."""
+
+    runtime: Runtime
+    state: _Responses
+    body: rs.ResponsesRequest
+    native: ChatRequest
+    base: rs.Response
+    uses: list[McpUse]
+    request: Request | None = None  # watched for a disconnect (not for background responses)
+
+    async def _generate(self, native: ChatRequest) -> Any:
+        running = await begin(self.runtime, native, conv.unset_sampling(self.body))
+        self.base = self.base.model_copy(update={"model": running.model})
+        self.state.running[self.base.id] = running
+        try:
+            return await running.collect(self.request)
+        finally:
+            self.state.running.pop(self.base.id, None)
+
+    async def run(self) -> rs.Response:
+        """The finished response (not stored)."""
+        if not self.uses:
+            result = await self._generate(self.native)
+            return _result_response(self.base, result, self.body.max_tool_calls)
+        loop = await run_tool_loop(_hub(self.runtime, self.state), self.native, self.uses, self._generate)
+        items: list[dict[str, Any]] = []
+        for step in loop.steps:
+            if isinstance(step, ToolListing):
+                items.append(conv.mcp_list_tools_item(step.server, step.tools))
+            else:
+                items.append(conv.mcp_call_item(step.server, step.call, step.output, step.is_error))
+        choice = loop.result.choices[0]
+        status, details = conv.finish_status(choice.finish_reason)
+        output = items + conv.output_items(choice, max_tool_calls=self.body.max_tool_calls)
+        usage = conv.usage_out(loop.usage)
+        update = {"status": status, "incomplete_details": details, "output": output, "usage": usage}
+        return self.base.model_copy(update=update)
+
+
+def _hub(runtime: Runtime, state: _Responses) -> McpHub:
+    if state.hub is None:
+        state.hub = McpHub(mcp_settings(runtime.settings.mcp))
+    return state.hub
+
+
 @router.post(
     "/responses",
     response_model=rs.Response,
@@ -114,6 +176,7 @@ def _result_response(base: rs.Response, result: Any, max_tool_calls: int | None)
 )
 async def create_response(body: rs.ResponsesRequest, request: Request) -> Response:
     state = _state(request)
+    runtime = get_runtime(request)
     store = body.store is not False
     if body.background and not store:
         raise InvalidRequest("background responses must be stored; remove store: false", param="background")
@@ -122,6 +185,9 @@ async def create_response(body: rs.ResponsesRequest, request: Request) -> Respon
             "background responses are polled (GET /v1/responses/{id}), not streamed; drop stream or background",
             param="stream",
         )
+    uses = [McpUse(label, allowed) for label, allowed in conv.mcp_uses(body)]
+    for use in uses:
+        _hub(runtime, state).config(use.server, param="tools")
     context: list[dict[str, Any]] = []
     history: list[Message] = []
     if body.previous_response_id is not None:
@@ -140,30 +206,32 @@ async def create_response(body: rs.ResponsesRequest, request: Request) -> Respon
             ) from exc
     native = conv.request_to_native(body, history)
     items = conv.input_items(body)
-    runtime = get_runtime(request)
     response_id = conv.new_item_id("resp")
-
-    if body.background:
-        base = conv.response_object(body, id=response_id, model=native.model, status="queued")
-        await asyncio.to_thread(state.store.put, base.model_dump(mode="json"), items, context)
-        task = asyncio.create_task(_run_background(runtime, state, body, native, base))
-        state.tasks[response_id] = task
-        task.add_done_callback(lambda _: state.tasks.pop(response_id, None))
-        return _json(base)
-
-    running = await begin(runtime, native, conv.unset_sampling(body))
-    base = conv.response_object(body, id=response_id, model=running.model, status="in_progress")
 
     async def save(final: rs.Response) -> None:
         if store:
             await asyncio.to_thread(state.store.put, final.model_dump(mode="json"), items, context)
 
-    if not native.stream:
-        result = await running.collect(request)
-        final = _result_response(base, result, body.max_tool_calls)
-        await save(final)
-        return _json(final)
+    if body.background:
+        base = conv.response_object(body, id=response_id, model=native.model, status="queued")
+        await asyncio.to_thread(state.store.put, base.model_dump(mode="json"), items, context)
+        job = _Job(runtime, state, body, native, base, uses)
+        task = asyncio.create_task(_run_background(state, job))
+        state.tasks[response_id] = task
+        task.add_done_callback(lambda _: state.tasks.pop(response_id, None))
+        return _json(base)
 
+    base = conv.response_object(body, id=response_id, model=native.model, status="in_progress")
+    if uses or not native.stream:
+        job = _Job(runtime, state, body, native, base, uses, request)
+        if not native.stream:
+            final = await job.run()
+            await save(final)
+            return _json(final)
+        return _replayed_stream(job, save)
+
+    running = await begin(runtime, native, conv.unset_sampling(body))
+    base = base.model_copy(update={"model": running.model})
     encoder = conv.ResponseStreamEncoder(base, max_tool_calls=body.max_tool_calls)
 
     async def events() -> AsyncIterator[Any]:
@@ -175,29 +243,49 @@ async def create_response(body: rs.ResponsesRequest, request: Request) -> Respon
         if encoder.final is not None:
             await save(encoder.final)
 
+    return EventStreamResponse(named_sse(events(), _error_event(encoder)), on_close=running.close)
+
+
+def _error_event(encoder: conv.ResponseStreamEncoder) -> Callable[[Exception], rs.ErrorEvent]:
     def on_error(exc: Exception) -> rs.ErrorEvent:
         if isinstance(exc, KaiyuanError):
             return encoder.error(exc.code, exc.message, exc.param)
         return encoder.error("internal_error", "internal error; the server log has the details", None)
 
-    return EventStreamResponse(named_sse(events(), on_error), on_close=running.close)
+    return on_error
 
 
-async def _run_background(
-    runtime: Runtime, state: _Responses, body: rs.ResponsesRequest, native: ChatRequest, base: rs.Response
-) -> None:
-    """Generate a background response to the end (or its cancellation), updating its stored row."""
+def _replayed_stream(job: _Job, save: Callable[[rs.Response], Awaitable[None]]) -> EventStreamResponse:
+    """The MCP tool loop streamed: the lifecycle start at once, then, when the loop is done, every output item
+    in order with its events (the model's turns between tool calls are not streamed token by token)."""
+    encoder = conv.ResponseStreamEncoder(job.base, max_tool_calls=job.body.max_tool_calls)
+
+    async def events() -> AsyncIterator[Any]:
+        for event in encoder.start():
+            yield event
+        final = await job.run()
+        for event in encoder.replay(final):
+            yield event
+        if encoder.final is not None:
+            await save(encoder.final)
+
+    def on_close() -> None:
+        running = job.state.running.get(job.base.id)
+        if running is not None:
+            running.close()
+
+    return EventStreamResponse(named_sse(events(), _error_event(encoder)), on_close=on_close)
+
+
+async def _run_background(state: _Responses, job: _Job) -> None:
+    """Produce a background response to the end (or its cancellation), updating its stored row."""
+    base = job.base
     final = base
     try:
-        running = await begin(runtime, native, conv.unset_sampling(body))
-        state.running[base.id] = running
-        try:
-            progress = base.model_copy(update={"status": "in_progress", "model": running.model})
-            await asyncio.to_thread(state.store.update, progress.model_dump(mode="json"))
-            result = await running.collect()
-        finally:
-            state.running.pop(base.id, None)
-        final = _result_response(progress, result, body.max_tool_calls)
+        progress = base.model_copy(update={"status": "in_progress"})
+        await asyncio.to_thread(state.store.update, progress.model_dump(mode="json"))
+        job.base = progress
+        final = await job.run()
         if base.id in state.cancelled:
             final = final.model_copy(update={"status": "cancelled", "incomplete_details": None})
     except asyncio.CancelledError:
