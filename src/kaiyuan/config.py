@@ -100,7 +100,7 @@ class Settings:
     tensor_parallel_size: int = 1  # GPUs one vLLM model is split across (count)
     pipeline_parallel_size: int = 1  # vLLM pipeline stages (count)
     max_model_len: int | None = None  # vLLM context window (tokens); None = ctx
-    kv_cache_gib: float | None = None  # vLLM on CPU: KV cache (GiB); None = vLLM's default
+    kv_cache_gib: int | None = None  # vLLM on CPU: KV cache (GiB); None = vLLM's default
     hf_endpoint: str = "https://huggingface.co"  # Hugging Face hub endpoint
     hf_token: str | None = field(
         default=None, repr=False
@@ -161,7 +161,7 @@ _FIELD_TYPES: dict[str, type] = {
     "tensor_parallel_size": int,
     "pipeline_parallel_size": int,
     "max_model_len": int,
-    "kv_cache_gib": float,
+    "kv_cache_gib": int,
     "hf_endpoint": str,
     "hf_token": str,
     "modelscope_endpoint": str,

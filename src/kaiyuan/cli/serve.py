@@ -141,7 +141,7 @@ def _configure_logging(settings: Settings) -> None:
 )
 @click.option(
     "--kv-cache-gib",
-    type=float,
+    type=int,
     default=None,
     help="vLLM on CPU: KV cache size in GiB (default: vLLM's own, VLLM_CPU_KVCACHE_SPACE).",
 )

@@ -157,6 +157,21 @@ def test_grammar_constrains_every_token(engine: Any) -> None:
     assert handle.finish_reason == "stop"
 
 
+def test_grammar_spelled_in_model_tokens(engine: Any) -> None:
+    # kaiyuan's grammars spell markers and budgeted text as llama.cpp token elements <[id]>
+    ids = engine.tokenize('{"city": "')
+    grammar = "root ::= " + " ".join(f"<[{t}]>" for t in ids) + ' [a-z]{1,8} "\\"}"'
+    events, _ = run(
+        engine,
+        GenerationRequest(
+            prompt=prompt(engine, "Weather in Paris?"),
+            sampling=SamplingParams(temperature=0, max_tokens=30),
+            grammar=grammar,
+        ),
+    )
+    assert json.loads("".join(e.text for e in events))["city"]
+
+
 def test_grammar_after_marker_and_owed_answer(engine: Any) -> None:
     grammar = 'root ::= "[" [0-9]{1,3} "]"'
     # The marker is text the model writes on its own: the grammar applies only after it.
@@ -258,6 +273,8 @@ def test_bad_requests_are_clear_errors(engine: Any) -> None:
         engine.submit(GenerationRequest(prompt=[1] * 1024))
     with pytest.raises(InvalidRequest, match="outside the vocabulary"):
         engine.submit(GenerationRequest(prompt=[engine.n_vocab + 5]))
+    with pytest.raises(InvalidRequest, match="grammar does not parse"):
+        engine.submit(GenerationRequest(prompt=[1, 2], grammar='root ::= ("a"'))
     with pytest.raises(InvalidRequest, match="PEFT"):
         engine.submit(GenerationRequest(prompt=[1, 2], adapters=("/nonexistent-lora",)))
 

@@ -31,6 +31,7 @@ from kaiyuan.engine._admission import check_request, generation_limit
 from kaiyuan.engine._handle import GenerationHandle
 from kaiyuan.engine._protocol import EngineStats, GenerationRequest
 from kaiyuan.engine.vllm._lora_check import check_lora_fits
+from kaiyuan.engine.vllm._params import grammar_for_vllm
 from kaiyuan.engine.vllm._phases import PhaseRunner, RequestCounters
 from kaiyuan.errors import EngineError, InvalidRequest, Overloaded
 
@@ -51,12 +52,17 @@ class VllmOptions:
     gpu_memory_utilization: float = 0.9  # share of GPU memory vLLM may take (GPU only)
     tensor_parallel_size: int = 1  # GPUs one model is split across
     pipeline_parallel_size: int = 1  # pipeline stages (GPUs or nodes, through Ray)
-    kv_cache_gib: float | None = None  # CPU: KV cache size (VLLM_CPU_KVCACHE_SPACE); None: vLLM's default
+    kv_cache_gib: int | None = (
+        None  # CPU: KV cache size (VLLM_CPU_KVCACHE_SPACE, whole GiB); None: vLLM's default
+    )
     cpu_threads: int | None = None  # CPU: cores vLLM binds its threads to (the first N); None: all
     enforce_eager: bool = True  # no graph capture/compile: fast start; off for peak GPU speed
     enable_lora: bool = False  # per-request LoRA adapters (costs some speed; on when the model has adapters)
     max_lora_rank: int = 64  # largest LoRA rank accepted
     max_loras: int = 4  # LoRA adapters active in one batch
+    block_size: int | None = (
+        None  # KV-cache block (tokens; prefix caching reuses whole blocks); None: 32 on CPU
+    )
     distributed_executor_backend: str | None = None  # "ray" for multi-node tensor/pipeline parallel
 
 
@@ -216,6 +222,11 @@ class VllmEngine:
             max_loras=opts.max_loras,
             disable_log_stats=False,
             seed=0,
+            # xgrammar reads llama.cpp's GBNF as its own EBNF (token elements aside, see _params.grammar_for_vllm)
+            structured_outputs_config={"backend": "xgrammar"},
+            # Prefix caching works in whole blocks: vLLM's CPU default of 128 tokens would leave chat prompts
+            # (tens of tokens) uncached. 32 is the smallest size the CPU attention kernels are tuned for.
+            block_size=opts.block_size or (32 if _on_cpu() else None),
         )
         args = AsyncEngineArgs(**settings)
         try:
@@ -310,6 +321,8 @@ class VllmEngine:
                 param="adapters",
             )
         lora = self._lora(adapters)
+        if request.grammar:
+            check_grammar(grammar_for_vllm(request.grammar, self.token_text))
         with self._lock:
             if self._inflight - self.n_parallel >= self.max_queue:
                 raise Overloaded(
@@ -366,6 +379,11 @@ class VllmEngine:
 
     def stats(self) -> EngineStats:
         s, c = self._stats, self._counters
+        if (
+            self._inflight == 0
+        ):  # vLLM's last record may predate an abort; with nothing of ours in flight, it is idle
+            s.running = s.waiting = 0
+            s.lora_running, s.lora_waiting = {}, {}
         by_adapters: dict[tuple[str, ...], tuple[int, int]] = {}
         names = {lora.lora_name: key for key, lora in self._loras.items()}
         lora_running = sum(s.lora_running.values())
@@ -389,6 +407,27 @@ class VllmEngine:
         )
 
 
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
+def check_grammar(grammar: str) -> None:
+    """``InvalidRequest`` for a grammar xgrammar cannot parse, at submit (before vLLM sees it)."""
+    import xgrammar
+
+    try:
+        xgrammar.Grammar.from_ebnf(grammar)
+    except RuntimeError as exc:
+        message = str(exc).split("error at", 1)[-1].strip()
+        raise InvalidRequest(f"the grammar does not parse: error at {message}", param="grammar") from exc
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+    """The line of a vLLM error a person needs: pydantic's "1 validation error for VllmConfig" is followed by
+    the line that says what was wrong."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
+    if "validation error" in lines[0] and len(lines) > 1:
+        return f"{lines[0]}: {lines[1]}"
+    return lines[0]

@@ -9,6 +9,7 @@ special-token handling never changes the text the chat layer sees.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from vllm import SamplingParams as VllmSamplingParams
@@ -16,14 +17,31 @@ from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
 from kaiyuan.types import SamplingParams
 
-__all__ = ["after_trigger_grammar", "vllm_params"]
+__all__ = ["after_trigger_grammar", "grammar_for_vllm", "vllm_params"]
 
 # Whitespace allowed between ``grammar_after`` (e.g. "</think>") and the grammar's root, as on llama.cpp: bounded,
 # or a small model writes whitespace until max_tokens and the structured answer never starts.
 _TRIGGER_WS = 4
 _ANSWER_RULE = "kaiyuan-answer"
 # GBNF split into string literals, character classes, comments, rule names and anything else (one char).
-_GBNF_PIECES = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|#[^\n]*|[A-Za-z0-9_-]+|.', re.S)
+_GBNF_PIECES = re.compile(r'<\[\d+\]>|"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|#[^\n]*|[A-Za-z0-9_-]+|.', re.S)
+_TOKEN_REF = re.compile(r"<\[(\d+)\]>")
+
+
+def grammar_for_vllm(grammar: str, token_text: Callable[[int], str]) -> str:
+    """llama.cpp's GBNF as xgrammar reads it: token elements ``<[id]>`` (a llama.cpp extension kaiyuan uses to
+    spell markers and budgeted text in the model's own tokens) become the token's text as a string literal."""
+    out: list[str] = []
+    for piece in _GBNF_PIECES.finditer(grammar):
+        text = piece.group(0)
+        ref = _TOKEN_REF.fullmatch(text)
+        out.append(_literal(token_text(int(ref.group(1)))) if ref else text)
+    return "".join(out)
+
+
+def _literal(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return '"' + escaped.replace("\t", "\\t") + '"'
 
 
 def after_trigger_grammar(grammar: str) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 from kaiyuan.engine._handle import GenerationHandle
 from kaiyuan.engine._protocol import GenerationRequest, TokenEvent
 from kaiyuan.engine._text_watch import TextWatch, ThinkTracker
-from kaiyuan.engine.vllm._params import after_trigger_grammar, vllm_params
+from kaiyuan.engine.vllm._params import after_trigger_grammar, grammar_for_vllm, vllm_params
 from kaiyuan.errors import EngineError
 
 __all__ = ["PhaseRunner", "RequestCounters"]
@@ -156,7 +156,8 @@ class PhaseRunner:
 
         grammar = None
         if state.grammar_on and self.request.grammar:
-            grammar = after_trigger_grammar(self.request.grammar) if self.after else self.request.grammar
+            grammar = grammar_for_vllm(self.request.grammar, self._token_text)
+            grammar = after_trigger_grammar(grammar) if self.after else grammar
         params = vllm_params(self.request.sampling, max_tokens=cap, grammar=grammar, seed_offset=state.phase)
         prompt = TokensPrompt(prompt_token_ids=[*self.request.prompt, *state.generated])
         request_id = f"kaiyuan-{next(_ids)}"
