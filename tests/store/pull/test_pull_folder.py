@@ -89,3 +89,24 @@ def test_corrupt_shard_is_rejected_and_nothing_is_listed(
     with pytest.raises(DigestMismatch):
         pull_model("hf://Org/Tiny-Instruct", store, settings)
     assert not store.exists("tiny-instruct:hf")
+
+
+def test_file_names_that_leave_the_folder_are_never_written(
+    hub: HubStandIn, configure: Callable[..., Settings], tmp_path: Path
+) -> None:
+    files = repo_files(tmp_path)
+    files["sub/../../escape.json"] = b"{}"  # a '..' part: skipped like any hidden path
+    hub.add_hf("Org/Dots", files)
+    settings = configure()
+    manifest = pull_model("hf://Org/Dots", store_of(settings), settings)
+    assert "escape.json" not in " ".join(manifest.files) and not hub.fetched("escape.json")
+    assert not (kaiyuan_root(settings) / "escape.json").exists()
+
+    files["/abs.json"] = b"{}"  # an absolute path is refused before anything is fetched
+    hub.add_hf("Org/Abs", files)
+    with pytest.raises(InvalidModelFile, match="would leave the model folder"):
+        pull_model("hf://Org/Abs", store_of(settings), settings)
+
+
+def kaiyuan_root(settings: Settings) -> Path:
+    return store_of(settings).root
