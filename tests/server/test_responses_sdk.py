@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -188,3 +189,38 @@ def test_previous_response_id_across_a_restart(tmp_path: Path) -> None:
         assert second.usage.input_tokens > alone.usage.input_tokens + 10
     finally:
         second_server.close()
+
+
+def test_mcp_tool_loop_on_a_real_server(tmp_path: Path) -> None:
+    """SmolLM2 calls get_weather of the test MCP server (stdio) through the server-side loop, and answers."""
+    home = tmp_path / "home"
+    home.mkdir()
+    weather = Path(__file__).parents[1] / "mcp" / "weather_server.py"
+    (home / "kaiyuan.toml").write_text(
+        f"[mcp.servers.weather]\ncommand = {json.dumps(sys.executable)}\nargs = [{json.dumps(str(weather))}]\n"
+    )
+    serving = start_server(home)
+    server = next(serving)
+    try:
+        tool = {
+            "type": "mcp",
+            "server_label": "weather",
+            "allowed_tools": ["get_weather"],
+            "require_approval": "never",
+        }
+        resp = server.client().responses.create(
+            model=MODEL,
+            input="What is the weather in Paris?",
+            tools=[tool],  # type: ignore[list-item]
+            tool_choice="required",
+            temperature=0,
+            max_output_tokens=128,
+        )
+        kinds = [item.type for item in resp.output]
+        assert kinds[0] == "mcp_list_tools" and "mcp_call" in kinds and kinds[-1] == "message"
+        call = resp.output[kinds.index("mcp_call")]
+        assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
+        assert call.output == "The weather in Paris is sunny, 25C."  # type: ignore[union-attr]
+        assert resp.output_text
+    finally:
+        serving.close()

@@ -106,6 +106,31 @@ def _stream_answer(
     return message, finish, usage
 
 
+def _answer_with_tools(
+    model: Any, request: ChatRequest, servers: tuple[str, ...], tool_choice: str
+) -> tuple[Message, str | None, Usage]:
+    """One answer with the MCP servers' tools (``--mcp``): each call and its result to stderr, the answer to
+    stdout. The loop runs the calls the model makes until it answers (``kaiyuan.mcp``)."""
+    from kaiyuan.chat import complete_chat
+    from kaiyuan.config import load_settings
+    from kaiyuan.mcp import ToolRun, run_tool_loop_sync
+
+    request.tool_choice = tool_choice
+    loop = run_tool_loop_sync(
+        load_settings().mcp, request, servers, lambda native: complete_chat(model, native)
+    )
+    for step in loop.steps:
+        if isinstance(step, ToolRun):
+            status = "error" if step.is_error else "result"
+            click.echo(f"[mcp] {step.server}.{step.call.name}({step.call.arguments})", err=True)
+            click.echo(f"[mcp {status}] {step.output}", err=True)
+    choice = loop.result.choices[0]
+    for call in choice.message.tool_calls:  # a call to a tool no server offers: shown, not run
+        click.echo(f"[tool call] {call.name}({call.arguments})")
+    click.echo(choice.message.content or "")
+    return choice.message, choice.finish_reason, loop.usage
+
+
 def _interactive(
     model: Any, sampling: SamplingParams, system: str | None, think: bool | None, show_thinking: bool
 ) -> None:
@@ -178,6 +203,20 @@ def _interactive(
 @click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object with the text, reasoning and usage."
 )
+@click.option(
+    "--mcp",
+    "mcp_servers",
+    multiple=True,
+    metavar="NAME",
+    help="Let the model call the tools of this MCP server ([mcp.servers.NAME] in kaiyuan.toml); repeatable.",
+)
+@click.option(
+    "--tool-choice",
+    type=click.Choice(["auto", "required"]),
+    default="auto",
+    show_default=True,
+    help="With --mcp: whether the model must call a tool first.",
+)
 def run_command(
     model: str,
     prompt: str | None,
@@ -191,6 +230,8 @@ def run_command(
     think: bool | None,
     hide_thinking: bool,
     as_json: bool,
+    mcp_servers: tuple[str, ...],
+    tool_choice: str,
 ) -> None:
     """Chat with MODEL, or answer PROMPT and exit.
 
@@ -199,11 +240,14 @@ def run_command(
       kaiyuan run smollm2 "What is the capital of France?" --temperature 0
       echo "Summarise: ..." | kaiyuan run smollm2
       kaiyuan run smollm2            (interactive chat; /? for help)
+      kaiyuan run smollm2 "Weather in Paris?" --mcp weather   (tools of an MCP server)
     """
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read()
     if prompt is None and as_json:
         raise click.UsageError("--json needs a PROMPT (argument or standard input)")
+    if mcp_servers and (prompt is None or as_json):
+        raise click.UsageError("--mcp answers one PROMPT (argument or standard input), without --json")
     sampling = SamplingParams(max_tokens=max_tokens, seed=seed)
     if temperature is not None:
         sampling.temperature = temperature
@@ -219,6 +263,9 @@ def run_command(
             Message(role="user", content=prompt)
         ]
         request = _request(loaded, messages, sampling, think)
+        if mcp_servers:
+            _answer_with_tools(loaded, request, mcp_servers, tool_choice)
+            return
         if as_json:
             from kaiyuan.chat import complete_chat_sync
 

@@ -8,7 +8,7 @@ native path the routes use) and never imports the routes. The ``mcp`` SDK is imp
 
 from kaiyuan.mcp._config import McpServerConfig, McpSettings, mcp_settings
 from kaiyuan.mcp._hub import McpHub, McpTool
-from kaiyuan.mcp._loop import LoopResult, McpUse, ToolListing, ToolRun, run_tool_loop
+from kaiyuan.mcp._loop import LoopResult, McpUse, ToolListing, ToolRun, run_tool_loop, run_tool_loop_sync
 
 __all__ = [
     "LoopResult",
@@ -21,4 +21,5 @@ __all__ = [
     "ToolRun",
     "mcp_settings",
     "run_tool_loop",
+    "run_tool_loop_sync",
 ]

@@ -10,6 +10,7 @@ the routes or know wire formats.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,7 @@ from kaiyuan.errors import InvalidRequest
 from kaiyuan.mcp._hub import McpHub, McpTool
 from kaiyuan.types import ChatRequest, Message, ToolCall, Usage
 
-__all__ = ["LoopResult", "McpUse", "ToolListing", "ToolRun", "run_tool_loop"]
+__all__ = ["LoopResult", "McpUse", "ToolListing", "ToolRun", "run_tool_loop", "run_tool_loop_sync"]
 
 Generate = Callable[[ChatRequest], Awaitable[Any]]  # a request → its ChatResult (choices, usage)
 
@@ -140,3 +141,22 @@ async def run_tool_loop(
         if current.tool_choice not in (None, "auto", "none"):
             current = replace(current, tool_choice="auto")  # a forced call happened; now the model may answer
     return out
+
+
+def run_tool_loop_sync(
+    raw_settings: dict[str, Any], request: ChatRequest, servers: Sequence[str], generate: Generate
+) -> LoopResult:
+    """``run_tool_loop`` for a caller without an event loop (``kaiyuan run --mcp``): opens the servers named in
+    ``servers`` from the raw ``[mcp]`` table, runs the loop, and closes them (stdio servers stop)."""
+    from kaiyuan.mcp._config import mcp_settings
+
+    async def main() -> LoopResult:
+        hub = McpHub(mcp_settings(raw_settings))
+        try:
+            for server in servers:
+                hub.config(server, param="--mcp")
+            return await run_tool_loop(hub, request, [McpUse(server) for server in servers], generate)
+        finally:
+            await hub.close()
+
+    return asyncio.run(main())
