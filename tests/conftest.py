@@ -15,6 +15,31 @@ pytest_plugins = ["tests.fixtures.tiny_gguf", "tests.fixtures.hf_model"]
 os.environ.setdefault("KAIYUAN_TEST_THREADS", "1")
 
 
+def _reference_llamas_without_extra_buffer_types() -> None:
+    """Reference ``llama_cpp.Llama`` objects the tests build load weights the way kaiyuan's engine does.
+
+    llama-cpp-python 0.3.36 built natively on a CPU with AMX segfaults in ggml_backend_amx_mul_mat at the first
+    decode when weights go to the AMX buffer type. kaiyuan's ``Model`` turns extra buffer types off
+    (engine/llama_cpp/_model.py); the high-level ``Llama`` class has no such argument, so its default model
+    parameters are made the same for the test process.
+    """
+    try:
+        from llama_cpp import llama_cpp as lib
+    except ImportError:  # pragma: no cover - the core install has it
+        return
+    defaults = lib.llama_model_default_params
+
+    def without_extra_bufts():  # type: ignore[no-untyped-def]
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    lib.llama_model_default_params = without_extra_bufts
+
+
+_reference_llamas_without_extra_buffer_types()
+
+
 @pytest.fixture(autouse=True)
 def kaiyuan_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh, empty KAIYUAN_HOME per test, and no leftover KAIYUAN_* settings from the caller's shell."""
