@@ -51,7 +51,9 @@ class Server:
         return float(match.group(1))
 
 
-def start_server(home: Path, *args: str, api_key: str | None = None) -> Iterator[Server]:
+def start_server(
+    home: Path, *args: str, api_key: str | None = None, ready_timeout: float = 120
+) -> Iterator[Server]:
     home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAIYUAN_", "OPENAI_"))}
     env.update(KAIYUAN_HOME=str(home), KAIYUAN_THREADS="1")
@@ -62,7 +64,7 @@ def start_server(home: Path, *args: str, api_key: str | None = None) -> Iterator
     log = (home / "serve.log").open("w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
+    deadline = time.time() + ready_timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise AssertionError(
@@ -75,7 +77,7 @@ def start_server(home: Path, *args: str, api_key: str | None = None) -> Iterator
             time.sleep(0.2)
     else:
         proc.kill()
-        raise AssertionError("kaiyuan serve did not come up in 120 s")
+        raise AssertionError(f"kaiyuan serve did not come up in {ready_timeout:.0f} s")
     try:
         yield Server(url, proc, home, api_key)
     finally:
