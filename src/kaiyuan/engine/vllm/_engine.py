@@ -14,14 +14,12 @@ Knows nothing of HTTP, chat templates, model names or the store. Importing this 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from tokenizers.decoders import DecodeStream
 
 from kaiyuan.engine._admission import check_request, generation_limit
 from kaiyuan.engine._handle import GenerationHandle
+from kaiyuan.engine._hf_vocabulary import HFVocabulary
 from kaiyuan.engine._protocol import EngineStats, GenerationRequest
 from kaiyuan.engine.vllm._lora_check import check_lora_fits
 from kaiyuan.engine.vllm._params import grammar_for_vllm
@@ -117,23 +116,6 @@ def _stat_logger_class(sink: _Stats) -> type:
     return KaiyuanStatLogger
 
 
-def _eog_tokens(folder: Path, tokenizer: Any) -> frozenset[int]:
-    """End-of-generation ids: the tokenizer's EOS and generation_config.json's ``eos_token_id`` (int or list)."""
-    ids: set[int] = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    config = folder / "generation_config.json"
-    if config.is_file():
-        try:
-            value = json.loads(config.read_text(encoding="utf-8")).get("eos_token_id")
-        except (OSError, ValueError, AttributeError):
-            value = None
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, int) and not isinstance(item, bool):
-                ids.add(item)
-    return frozenset(ids)
-
-
 class VllmEngine:
     """A Hugging Face-format model folder served by vLLM with continuous batching and automatic prefix caching.
 
@@ -175,10 +157,10 @@ class VllmEngine:
         self._backend = getattr(self.tokenizer, "backend_tokenizer", None) or self.tokenizer._tokenizer
         self.n_ctx = int(self.llm.model_config.max_model_len)
         self.n_vocab = int(self.llm.model_config.get_vocab_size())
-        self.eog = _eog_tokens(Path(self.model_path), self.tokenizer)
+        self.vocabulary = HFVocabulary(self.tokenizer, Path(self.model_path))
+        self.eog = self.vocabulary.eog
         cache = self.llm.vllm_config.cache_config
         self._kv_total = int((cache.num_gpu_blocks or 0) * cache.block_size)
-        self._token_text = lru_cache(maxsize=65536)(self._decode_one)
 
     @property
     def description(self) -> str:
@@ -261,19 +243,13 @@ class VllmEngine:
 
     # -- vocabulary --------------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
-        ids = self.tokenizer.encode(
-            text, add_special_tokens=add_special, split_special_tokens=not parse_special
-        )
-        return [int(t) for t in ids]
+        return self.vocabulary.tokenize(text, add_special=add_special, parse_special=parse_special)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        return str(self.tokenizer.decode(list(tokens), skip_special_tokens=False))
-
-    def _decode_one(self, token: int) -> str:
-        return str(self.tokenizer.decode([token], skip_special_tokens=False))
+        return self.vocabulary.detokenize(tokens)
 
     def token_text(self, token: int) -> str:
-        return str(self._token_text(token))
+        return self.vocabulary.token_text(token)
 
     def is_eog(self, token: int) -> bool:
         return token in self.eog
