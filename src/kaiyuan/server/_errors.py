@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kaiyuan.errors import (
@@ -46,6 +47,7 @@ from kaiyuan.errors import (
 from kaiyuan.protocol import openai as oa
 
 __all__ = [
+    "SkinRoute",
     "error_body",
     "error_message",
     "error_response",
@@ -171,6 +173,44 @@ def _allowed_methods(request: Request) -> list[str]:
         if regex is not None and regex.match(request.url.path) and getattr(route, "methods", None):
             methods |= set(route.methods)
     return sorted(methods)
+
+
+class SkinRoute(APIRoute):
+    """An ``APIRoute`` that answers every error (validation, FastAPI's own refusals, kaiyuan's tree, anything
+    unexpected) in its API skin's envelope instead of the app's OpenAI one. Subclasses set ``envelope`` and may
+    word validation errors their skin's way (``validation_text``)."""
+
+    @staticmethod
+    def envelope(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+        raise NotImplementedError
+
+    def validation_text(self, exc: RequestValidationError) -> str:
+        errors = list(exc.errors())
+        if errors and errors[0].get("type") == "json_invalid":
+            return "the request body is not valid JSON"
+        return validation_message(errors)[1]
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                return self.envelope(400, self.validation_text(exc))
+            except StarletteHTTPException as exc:  # FastAPI: a body it cannot decode (not UTF-8 …)
+                message = str(exc.detail)
+                if "parsing the body" in message:
+                    message = "the request body is not valid JSON (send UTF-8 JSON)"
+                return self.envelope(exc.status_code, message, dict(exc.headers or {}))
+            except KaiyuanError as exc:
+                status, headers = error_status_and_headers(exc)
+                return self.envelope(status, error_message(exc), headers)
+            except Exception:
+                log.exception("internal error on %s %s", request.method, request.url.path)
+                return self.envelope(500, "internal error; the server log has the details")
+
+        return route
 
 
 def install_error_handlers(app: FastAPI) -> None:

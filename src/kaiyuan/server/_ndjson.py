@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
 from starlette.responses import Response
 
 from kaiyuan.errors import KaiyuanError
-from kaiyuan.server._errors import error_message, error_status_and_headers, validation_param
+from kaiyuan.server._errors import SkinRoute, error_message, error_status_and_headers, validation_param
 from kaiyuan.server._http import ClosingStreamResponse
 
 __all__ = [
@@ -78,36 +75,15 @@ def json_response(obj: Any, status_code: int = 200) -> Response:
     return Response(obj.to_json(), status_code=status_code, media_type="application/json")
 
 
-class OllamaRoute(APIRoute):
+class OllamaRoute(SkinRoute):
     """An ``APIRoute`` that answers errors in Ollama's envelope instead of the app's OpenAI one."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+    @staticmethod
+    def envelope(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+        return Response(_body(message), status_code=status, headers=headers, media_type="application/json")
 
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                return Response(
-                    _body(_validation_message(exc)), status_code=400, media_type="application/json"
-                )
-            except HTTPException as exc:  # FastAPI: a body it cannot decode (not UTF-8 …)
-                message = str(exc.detail)
-                if "parsing the body" in message:
-                    message = "the request body is not valid JSON (send UTF-8 JSON)"
-                return Response(
-                    _body(message),
-                    status_code=exc.status_code,
-                    headers=exc.headers,
-                    media_type="application/json",
-                )
-            except KaiyuanError as exc:
-                return ollama_error_response(exc)
-            except Exception:
-                log.exception("internal error on %s %s", request.method, request.url.path)
-                return Response(_body(_INTERNAL), status_code=500, media_type="application/json")
-
-        return route
+    def validation_text(self, exc: RequestValidationError) -> str:
+        return _validation_message(exc)
 
 
 class NDJSONResponse(ClosingStreamResponse):

@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kaiyuan.chat import render_prompt
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.protocol import anthropic as an
 from kaiyuan.protocol import convert_anthropic as conv
-from kaiyuan.server._errors import error_message, error_status_and_headers, validation_message
+from kaiyuan.server._errors import SkinRoute
 from kaiyuan.server._generation import begin, named_sse, with_keepalive
 from kaiyuan.server._http import EventStreamResponse
 from kaiyuan.server._runtime import get_runtime
@@ -44,31 +41,10 @@ def anthropic_error(status: int, message: str, headers: dict[str, str] | None = 
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
-def _validation_error(exc: RequestValidationError) -> Response:
-    errors = list(exc.errors())
-    if errors and errors[0].get("type") == "json_invalid":
-        return anthropic_error(400, "the request body is not valid JSON")
-    return anthropic_error(400, validation_message(errors)[1])
-
-
-class _AnthropicRoute(APIRoute):
+class _AnthropicRoute(SkinRoute):
     """Answers errors in Anthropic's envelope instead of the app-wide OpenAI one."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                return _validation_error(exc)
-            except KaiyuanError as exc:
-                status, headers = error_status_and_headers(exc)
-                return anthropic_error(status, error_message(exc), headers)
-            except StarletteHTTPException as exc:  # FastAPI's own refusals, e.g. a body it cannot parse
-                return anthropic_error(exc.status_code, str(exc.detail))
-
-        return route
+    envelope = staticmethod(anthropic_error)
 
 
 router = APIRouter(
