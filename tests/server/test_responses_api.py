@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
 
-from tests.server._support import client, get, post, run
+from tests.server._support import client, get, post, run, stream_then_disconnect
 
 WEATHER = {
     "type": "function",
@@ -276,3 +277,33 @@ def test_unknown_response_routes_are_404(fake_server) -> None:
             ]
 
     assert run(go()) == [404, 404, 404, 404]
+
+
+@pytest.mark.parametrize(
+    ("path", "payload"),
+    [
+        ("/v1/responses", {"model": "fake", "input": "Hi", "stream": True}),
+        (
+            "/v1/messages",
+            {
+                "model": "fake",
+                "max_tokens": 9000,
+                "stream": True,
+                "messages": [{"role": "user", "content": "Hi"}],
+            },
+        ),
+    ],
+)
+def test_client_disconnect_mid_stream_frees_the_slot(fake_server, path: str, payload: dict[str, Any]) -> None:
+    app, models = fake_server(["tok"] * 5000, delay=0.002, n_ctx=20000)
+
+    async def scenario() -> None:
+        received = await stream_then_disconnect(app, path, payload, after_chunks=5)
+        assert len(received) < 100  # the stream stopped soon after the client left
+        engine = models.engines["fake:latest"]
+        deadline = time.time() + 3
+        while engine.stats().running and time.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert engine.stats().running == 0
+
+    run(scenario())
