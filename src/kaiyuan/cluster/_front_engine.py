@@ -2,8 +2,8 @@
 
 The chat layer, both API skins and the license guard run in the front unchanged: they tokenize with this engine,
 ``submit`` a ``GenerationRequest`` and read a ``GenerationHandle``. Tokenizing happens here, on the model's own
-vocabulary loaded without weights (llama.cpp ``vocab_only``: milliseconds, a few MB), so the prompt reaches
-the router as token ids. ``submit`` checks the request as every engine does (context fit, vocabulary), refuses
+vocabulary loaded without weights (``_vocabulary``: llama.cpp's for a GGUF, the folder's tokenizer for a Hugging
+Face model), so the prompt reaches the router as token ids. ``submit`` checks the request as every engine does (context fit, vocabulary), refuses
 with ``Overloaded`` beyond ``max_in_flight``, and sends a ``ReplicaCall`` through the deployment handle
 (``options(stream=True)``); a pump on the cluster's event loop thread feeds the events into the handle.
 
@@ -23,6 +23,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from kaiyuan.cluster._calls import ReplicaCall, StreamEnd
+from kaiyuan.cluster._vocabulary import load_vocabulary
 from kaiyuan.engine import EngineStats, GenerationHandle, GenerationRequest
 from kaiyuan.engine._admission import check_request
 from kaiyuan.errors import EngineError, Overloaded
@@ -50,13 +51,6 @@ class EventLoopThread:
         self._thread.join(timeout=5)
 
 
-def _vocabulary(path: str) -> Any:
-    """The model's vocabulary without its weights."""
-    from kaiyuan.engine.llama_cpp._model import Model
-
-    return Model(path, vocab_only=True)
-
-
 class ReplicaEngine:
     """An ``Engine`` whose generations run on the replicas behind ``handle``."""
 
@@ -78,7 +72,7 @@ class ReplicaEngine:
         self._max_in_flight = max_in_flight
         self._in_flight = 0
         self._lock = threading.Lock()
-        self._vocab = _vocabulary(str(manifest.model_path))
+        self._vocab = load_vocabulary(manifest.model_path)
         self.model_path = str(manifest.model_path)
         self.n_ctx = n_ctx
         self.n_vocab = self._vocab.n_vocab

@@ -116,7 +116,8 @@ class ServeCluster:
         )
 
     def _offer(self, manifest: Manifest) -> None:
-        self._source.register.remote(manifest.blob.digest, str(manifest.model_path))
+        if not manifest.is_folder:  # Hugging Face folders are read from a shared path, not copied
+            self._source.register.remote(manifest.blob.digest, str(manifest.model_path))
 
     async def _ready(self) -> list[int]:
         """Wait for a replica to answer; the call also starts this process's router for the deployment."""

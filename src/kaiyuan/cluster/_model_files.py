@@ -102,7 +102,15 @@ def _local_blob(ref: BlobRef, path: Path, blobs: Path) -> BlobRef:
 
 
 def ensure_model_files(manifest: Manifest, settings: Settings) -> Manifest:
-    """``manifest`` with model and adapter paths readable on this node (copied from the head if needed)."""
+    """``manifest`` with model and adapter paths readable on this node (copied from the head if needed). A
+    Hugging Face folder is used where the store laid it out; it is not copied between nodes (use a shared path)."""
+    if manifest.is_folder:
+        if not manifest.model_path.is_dir():
+            raise StoreError(
+                f"{manifest.full_name} is a Hugging Face folder that this node cannot read at {manifest.model_path}; "
+                "put KAIYUAN_HOME (or the model) on a path every node shares"
+            )
+        return manifest
     blobs = settings.models_dir / "blobs"
     blob = _local_blob(manifest.blob, manifest.model_path, blobs)
     adapters = [
