@@ -17,6 +17,7 @@ __all__ = ["cli", "main"]
 _COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("kaiyuan.cli.convert", "convert_command"),
     "copy": ("kaiyuan.cli.models", "copy_command"),
+    "eval": ("kaiyuan.cli.eval", "eval_command"),
     "export": ("kaiyuan.cli.export", "export_command"),
     "import": ("kaiyuan.cli.models", "import_command"),
     "license": ("kaiyuan.cli.license", "license_group"),
@@ -34,6 +35,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 _SHORT_HELP: dict[str, str] = {
     "convert": "Convert a model between GGUF and Hugging Face format (a new model in the store).",
     "copy": "Copy a model to a new name (no data is duplicated).",
+    "eval": "Measure perplexity, or KL divergence against a reference model, and record it.",
     "export": "Export a model or adapter as GGUF, merged GGUF or a release bundle.",
     "import": "Add a local GGUF file or Hugging Face model folder to the model store.",
     "license": "Show, check and explain model licenses against your policy.",

@@ -138,6 +138,7 @@ def _show_data(manifest: Manifest, template: str | None) -> dict[str, Any]:
         "source": manifest.source,
         "created": manifest.created,
         "path": str(manifest.model_path),
+        "evals": manifest.evals,
     }
 
 
@@ -263,6 +264,10 @@ def show_command(name: str, as_json: bool, template_only: bool, metadata: bool) 
         lines += _section("System message (default)", [("system", manifest.system)])
     lines += _section("License", _license_rows(manifest))
     lines += _section("Lineage", _lineage_rows(manifest.lineage, manifest.base))
+    if manifest.evals:
+        from kaiyuan.eval import describe_record
+
+        lines += _section("Evaluations (kaiyuan eval)", [describe_record(r) for r in manifest.evals])
     if template is None:
         lines += ["  Template", "    (none in the file: kaiyuan uses a ChatML fallback)", ""]
     else:

