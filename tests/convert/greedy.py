@@ -1,13 +1,14 @@
 """Greedy decoding helpers shared by the conversion tests: llama.cpp (1 thread) and transformers, same token ids in.
 
 Both take prompt token ids and return the generated ids, so a comparison tests the weights, not the tokenizers.
+llama.cpp loads without its extra CPU buffer types, like kaiyuan's engine (tests/conftest.py sets that for the test
+process: natively built llama.cpp faults in its AMX kernels on VMs that advertise AMX).
 """
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,36 +39,14 @@ def llama_tokens(model_path: Path, text: str) -> list[int]:
         llm.close()
 
 
-@contextlib.contextmanager
-def _weights_as_stored() -> Iterator[None]:
-    """Load llama.cpp models without its extra CPU buffer types (AMX, weight repacking): the comparisons here are
-    about the weights in the file, and AMX kernels fault on VMs that advertise AMX without enabling it."""
-    import llama_cpp
-    import llama_cpp.llama as high_level
-
-    default = llama_cpp.llama_model_default_params
-
-    def params() -> Any:
-        value = default()
-        value.use_extra_bufts = False
-        return value
-
-    high_level.llama_cpp.llama_model_default_params = params  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        high_level.llama_cpp.llama_model_default_params = default  # type: ignore[attr-defined]
-
-
 def llama_greedy(model_path: Path, prompts: Sequence[Sequence[int]], n: int) -> list[list[int]]:
     """``n`` greedy tokens after each prompt, from llama.cpp on one thread (argmax of the logits each step)."""
     import llama_cpp
     import numpy as np
 
-    with _weights_as_stored():
-        llm = llama_cpp.Llama(
-            str(model_path), n_ctx=256, n_threads=1, n_batch=256, logits_all=True, verbose=False
-        )
+    llm = llama_cpp.Llama(
+        str(model_path), n_ctx=256, n_threads=1, n_batch=256, logits_all=True, verbose=False
+    )
     try:
         outputs = []
         for prompt in prompts:
