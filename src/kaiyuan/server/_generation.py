@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from kaiyuan.protocol import convert_shared
 from kaiyuan.server._http import run_watching_disconnect
 from kaiyuan.server._models import ModelLease
 from kaiyuan.server._runtime import Runtime
-from kaiyuan.types import ChatRequest
+from kaiyuan.types import ChatRequest, CompletionRequest
 
 __all__ = ["Running", "begin", "named_sse", "with_keepalive"]
 
@@ -63,16 +63,22 @@ class Running:
             self.close()
 
 
-async def begin(runtime: Runtime, native: ChatRequest, unset: set[str]) -> Running:
+async def begin(
+    runtime: Runtime,
+    native: ChatRequest | CompletionRequest,
+    unset: set[str],
+    start: Callable[..., Awaitable[ChatStream]] = start_chat_async,
+) -> Running:
     """Lease ``native.model``, fill the sampling fields in ``unset`` from the model's default options, and start
-    the chat. Errors (unknown model, context overflow, a full queue) raise here, before anything streams."""
+    the generation (``start_chat_async``, or ``start_completion_async`` for a raw prompt). Errors (unknown model,
+    context overflow, a full queue) raise here, before anything streams."""
     lease = await runtime.models.acquire(native.model)
     timer = runtime.metrics.timer(lease.name)
     try:
         native.sampling = convert_shared.with_model_options(
             native.sampling, unset, lease.model.default_options
         )
-        stream = await start_chat_async(lease.model, native, observer=timer)
+        stream = await start(lease.model, native, observer=timer)
     except BaseException:
         timer.finish(None)
         lease.release()

@@ -16,13 +16,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from kaiyuan.chat import ChatResult, ChatStream, collect_stream, start_chat_async, start_completion_async
+from kaiyuan.chat import ChatResult, ChatStream, start_chat_async, start_completion_async
 from kaiyuan.errors import InvalidRequest, KaiyuanError, ModelNotFound
 from kaiyuan.license import license_summary
 from kaiyuan.protocol import convert_openai, convert_shared
 from kaiyuan.protocol import openai as oa
-from kaiyuan.server._http import EventStreamResponse, run_watching_disconnect, sse_events
-from kaiyuan.server._models import ModelLease
+from kaiyuan.server._generation import begin
+from kaiyuan.server._http import EventStreamResponse, sse_events
 from kaiyuan.server._runtime import Runtime, get_runtime
 from kaiyuan.store import Manifest
 from kaiyuan.types import ChatRequest, CompletionRequest
@@ -126,25 +126,6 @@ async def get_model(model_id: str, request: Request) -> Response:
 # -- generation helpers --------------------------------------------------------------------------------------
 
 
-def _stream_response(
-    lease: ModelLease,
-    stream: ChatStream,
-    encode: Callable[[Any], list[Any]],
-    finish: Callable[[], None],
-) -> EventStreamResponse:
-    async def objects() -> AsyncIterator[Any]:
-        async for chunk in stream:
-            for obj in encode(chunk):
-                yield obj
-
-    def on_close() -> None:
-        stream.cancel()
-        finish()
-        lease.release()
-
-    return EventStreamResponse(sse_events(objects()), on_close=on_close)
-
-
 # An encoder turns one native chunk into the wire objects of one SSE event each.
 _Encode = Callable[[Any], list[Any]]
 _Native = ChatRequest | CompletionRequest
@@ -165,36 +146,20 @@ async def _generate(
     runs off the event loop; errors still become statuses),
     then either stream it as SSE (``stream_encoder`` given) or collect it and answer with ``respond``. Metrics,
     the lease and the engine slots are released on every path, also when the client goes away."""
-    runtime = get_runtime(request)
-    unset = convert_openai.unset_sampling(body)
-    lease = await runtime.models.acquire(native.model)
-    timer = runtime.metrics.timer(lease.name)
-    try:
-        native.sampling = convert_shared.with_model_options(
-            native.sampling, unset, lease.model.default_options
-        )
-        stream = await start(lease.model, native, observer=timer)
-    except BaseException:
-        timer.finish(None)
-        lease.release()
-        raise
-
+    running = await begin(get_runtime(request), native, convert_openai.unset_sampling(body), start)
     created = int(time.time())
     request_id = convert_shared.new_id(id_prefix)
-
-    def finish() -> None:
-        timer.finish(stream.usage)
-
     if stream_encoder is not None:
-        return _stream_response(lease, stream, stream_encoder(request_id, lease.name, created), finish)
+        encode = stream_encoder(request_id, running.model, created)
 
-    try:
-        result = await run_watching_disconnect(request, collect_stream(stream), stream.cancel)
-    finally:
-        stream.cancel()
-        finish()
-        lease.release()
-    return _json(respond(request_id, lease.name, created, result))
+        async def objects() -> AsyncIterator[Any]:
+            async for chunk in running.stream:
+                for obj in encode(chunk):
+                    yield obj
+
+        return EventStreamResponse(sse_events(objects()), on_close=running.close)
+    result = await running.collect(request)
+    return _json(respond(request_id, running.model, created, result))
 
 
 # -- chat ----------------------------------------------------------------------------------------------------
