@@ -124,7 +124,7 @@ def specs(c: Conditions, folder: Path, home: Path) -> list[Peer]:
             argv += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "model"]
             argv += ["--dtype", "bfloat16", "--max-model-len", str(c.ctx), "--max-num-seqs", str(c.parallel)]
             argv += ["--enable-prefix-caching", "--enforce-eager", "--block-size", str(c.block_size)]
-            argv += ["--disable-log-stats", "--seed", "0"]
+            argv += ["--seed", "0"]  # stats on, as vLLM's default and as kaiyuan runs it (it reads them)
             spec = ServerSpec(name, argv, model="model", env=vllm_env)
         else:
             argv = [*kaiyuan, "smollm2", "--port", str(port), *common, "--flash-attn", "off"]
