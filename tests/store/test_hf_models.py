@@ -194,3 +194,27 @@ def test_template_from_chat_template_jinja_wins(store: ModelStore, tmp_path: Pat
     manifest = store.import_hf_folder(folder, "one")
     assert read_chat_template(manifest) == "{{ messages[0].content }}"
     assert manifest.license["source"] == "none"
+
+
+MIT_TEXT = (
+    "MIT License\n\nCopyright (c) 2024 Tiny\n\nPermission is hereby granted, free of charge, to any person obtaining "
+    'a copy of this software and associated documentation files (the "Software"), to deal in the Software without '
+    "restriction.\n\nThe above copyright notice and this permission notice shall be included in all copies or "
+    "substantial portions of the Software.\n"
+)
+
+
+def test_license_from_a_license_file_or_config_json_when_there_is_no_card(
+    store: ModelStore, tmp_path: Path
+) -> None:
+    with_file = make_hf_folder(tmp_path / "a", license_id=None)
+    (with_file / "LICENSE").write_text(MIT_TEXT)
+    manifest = store.import_hf_folder(with_file, "from-file")
+    assert manifest.license["id"] == "mit" and manifest.license["source"] == "license_file"
+    assert "LICENSE" in manifest.files
+
+    with_config = make_hf_folder(tmp_path / "b", license_id=None, seed=2)
+    config = json.loads((with_config / "config.json").read_text())
+    (with_config / "config.json").write_text(json.dumps({**config, "license": "apache-2.0"}))
+    manifest = store.import_hf_folder(with_config, "from-config")
+    assert manifest.license["id"] == "apache-2.0" and manifest.license["source"] == "config.json"
