@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 if command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
     || echo "warning: could not install chromium; browser tests will be skipped" >&2
 fi
 
