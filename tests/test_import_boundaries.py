@@ -26,7 +26,10 @@ def top_level(modules: set[str]) -> set[str]:
             "kaiyuan.license",
             {"torch", "transformers", "llama_cpp", "fastapi", "pydantic", "starlette", "uvicorn"},
         ),
-        ("kaiyuan.engine", {"fastapi", "pydantic", "starlette", "torch", "transformers", "vllm", "tokenizers"}),
+        (
+            "kaiyuan.engine",
+            {"fastapi", "pydantic", "starlette", "torch", "transformers", "vllm", "tokenizers"},
+        ),
         # conversion imports torch and transformers only when a conversion runs
         ("kaiyuan.convert", {"torch", "transformers", "safetensors", "llama_cpp", "fastapi"}),
     ],
