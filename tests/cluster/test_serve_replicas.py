@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import httpx
 import ollama
 import openai
+import psutil
 import pytest
 from tests.cluster._support import ClusterServer, start_cluster_server
 
@@ -43,6 +44,23 @@ def test_startup_says_where_the_replicas_run(server: ClusterServer) -> None:
     assert f"kaiyuan serving smollm2:135m on {server.url}" in output
     assert "replicas:    2 on a local Ray cluster (127.0.0.1)" in output and "Traceback" not in output
     assert server.metrics()["kaiyuan_replicas"][""] == 2
+
+
+def test_the_cluster_listens_on_loopback_only(server: ClusterServer) -> None:
+    """Every listening socket of the server and its Ray processes is on 127.0.0.1 — except the inter-deployment
+    gRPC port Ray Serve 2.60 opens in each replica on ``[::]`` (hard-coded; token-authenticated by Ray)."""
+    tree = [psutil.Process(server.proc.pid), *psutil.Process(server.proc.pid).children(recursive=True)]
+    wide = []
+    for proc in tree:
+        try:
+            sockets = proc.net_connections(kind="tcp")
+            name = " ".join(proc.cmdline())[:60]
+        except psutil.NoSuchProcess:
+            continue
+        for sock in sockets:
+            if sock.status == psutil.CONN_LISTEN and sock.laddr.ip not in ("127.0.0.1", "::ffff:127.0.0.1"):
+                wide.append((name, sock.laddr.ip))
+    assert wide and all(name.startswith("ray::ServeReplica") and ip == "::" for name, ip in wide), wide
 
 
 def test_openai_sdk_basics(server: ClusterServer) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import ray
 import uvicorn
 from ray import serve
+from ray._private import ray_constants
 
 from kaiyuan.cluster._app import APP_NAME, front_runtime, replica_bounds, replica_deployment
 from kaiyuan.cluster._drain import DrainGate, DrainingServer
@@ -78,6 +79,10 @@ class ServeCluster:
             return
         _, _, high = replica_bounds(self.settings)
         cpus = max(default_threads(), math.ceil(high * self.settings.threads))
+        # Loopback only. Ray turns a node IP of 127.0.0.1 into the machine's routable address unless it runs as a
+        # single-machine cluster (its macOS/Windows mode); in that mode its servers bind 127.0.0.1.
+        os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"  # for the processes Ray starts
+        ray_constants.ENABLE_RAY_CLUSTER = False  # for this one, which read it at import
         for attempt in range(2):  # a raylet that starts too slowly on a busy machine: one more try
             try:
                 ray.init(
