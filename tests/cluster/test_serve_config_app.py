@@ -23,6 +23,8 @@ import json, sys
 import httpx, yaml
 
 if __name__ == "__main__":
+    import os
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback only, as kaiyuan serve does (scale-out.md)
     import ray
     from ray import serve
     config = yaml.safe_load(open(sys.argv[1]))
