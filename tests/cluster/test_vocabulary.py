@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from tests.fixtures.tiny_gguf import smollm2_path
 
 from kaiyuan.cluster._vocabulary import load_vocabulary
+
+pytestmark = pytest.mark.slow  # the HF copy of SmolLM2 is converted once per session
 
 PROMPT = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWhat is 2+2? Ünïcode ✓<|im_end|>\n<|im_start|>assistant\n"
 
