@@ -127,17 +127,19 @@ def test_n_choices_are_separate_engine_requests_with_derived_seeds(model_factory
 
 
 def test_async_stream_interleaves_choices(model_factory) -> None:
-    model = model_factory(["a", "b", "c"], delay=0.01)
+    # 6 tokens 50 ms apart: both choices run for 0.3 s, so even a loaded machine (preparation hops to a worker
+    # thread first) cannot deliver one choice whole before the other starts
+    model = model_factory(list("abcdef"), delay=0.05)
 
     async def run() -> list[Chunk]:
         return [c async for c in stream_chat(model, chat(n=2))]
 
     chunks = asyncio.run(run())
-    assert text_of(chunks, 0) == "abc" and text_of(chunks, 1) == "abc"
+    assert text_of(chunks, 0) == "abcdef" and text_of(chunks, 1) == "abcdef"
     order = [c.index for c in chunks if c.content]
     assert order != sorted(order)  # both choices streamed at once, not one after the other
     assert sum(1 for c in chunks if c.finish_reason) == 2
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 12
 
 
 def test_reasoning_is_split_and_counted(model_factory) -> None:
