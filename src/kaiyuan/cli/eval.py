@@ -129,7 +129,8 @@ def eval_command(
     ppl = result.perplexity
     click.echo(
         f"{result.model} on {result.corpus.name} ({result.tokens} tokens), ctx {ppl.n_ctx}: "
-        f"{ppl.windows} windows, {ppl.tokens_scored} tokens scored, {settings.threads} threads"
+        f"{ppl.windows} windows, {ppl.tokens_scored} tokens scored, {settings.threads} "
+        f"thread{'s' if settings.threads != 1 else ''}"
     )
     rows = _rows(result)
     width = max(len(key) for key, _ in rows)
