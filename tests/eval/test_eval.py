@@ -272,3 +272,13 @@ def test_an_adapter_model_is_scored_with_its_adapter(text: Path, tmp_path: Path)
     assert comparison is not None
     assert comparison.kl_mean > 1e-3  # the adapter changes the distributions; without it KL would be 0
     assert comparison.reference.ppl != comparison.model.ppl
+
+
+def test_a_context_longer_than_the_model_was_trained_for_is_refused(
+    text: Path, tiny_gguf_factory: Factory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store().import_gguf(tiny_gguf_factory(arch="llama", n_ctx_train=32), "tiny:short-ctx")
+    code, _, err = run_main(["eval", "tiny:short-ctx", "--text", str(text), "--ctx", str(CTX)], capsys)
+    assert code != 0 and f"--ctx {CTX} is longer than tiny:short-ctx was trained for (32 tokens)" in err
+    code, _, err = run_main(["eval", "smollm2", "--text", str(text), "--ctx", "8"], capsys)
+    assert code != 0 and "8" in err and "16" in err
