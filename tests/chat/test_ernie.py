@@ -31,11 +31,15 @@ def test_baidus_template_renders_in_the_sandbox() -> None:
         Message("assistant", "Sunny, 21 °C."),
         Message("user", "And Rome?"),
     ]
-    prompt = template.render(messages, tools=TOOLS)
-    assert prompt == (
+    assert template.render(messages) == (
         "<|begin_of_sentence|>You are a weather bot.\nUser: Weather in Paris?\nAssistant: Sunny, 21 °C."
         "<|end_of_sentence|>User: And Rome?\nAssistant: "
     )
+    # The template cannot show tools: they are described in the system message instead (docs/reasoning-and-tools.md)
+    prompt = template.render(messages, tools=TOOLS)
+    head, _, tail = prompt.partition("\nUser: Weather in Paris?")
+    assert head.startswith("<|begin_of_sentence|>You are a weather bot.") and '"name": "get_weather"' in head
+    assert tail == "\nAssistant: Sunny, 21 °C.<|end_of_sentence|>User: And Rome?\nAssistant: "
     assert template.dialect.name == "ernie45" and not template.dialect.has_reasoning
 
 
