@@ -5,10 +5,12 @@ legacy completions, every error case, concurrent streams, overload and disconnec
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import math
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -62,7 +64,10 @@ def start_server(
     port = free_port()
     cmd = [sys.executable, "-m", "kaiyuan", "serve", "--port", str(port), "--ctx", "1024", *args]
     log = (home / "serve.log").open("w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    # its own process group: engine processes it starts (vLLM's engine core) go with it when it is killed
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + ready_timeout
     while time.time() < deadline:
@@ -76,18 +81,22 @@ def start_server(
         except httpx.HTTPError:
             time.sleep(0.2)
     else:
-        proc.kill()
+        _kill_group(proc)
         raise AssertionError(f"kaiyuan serve did not come up in {ready_timeout:.0f} s")
     try:
         yield Server(url, proc, home, api_key)
     finally:
         proc.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _kill_group(proc)  # whatever of the group is left (a killed server's engine processes)
         log.close()
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @pytest.fixture(scope="module")
