@@ -15,7 +15,6 @@ one KV cache, and their requests are batched by one scheduler. The factory is ca
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +25,7 @@ from kaiyuan.engine import Engine, SharedEngines
 from kaiyuan.errors import ConfigError, MissingExtra
 from kaiyuan.gguf import read_gguf
 from kaiyuan.license import enforce_policy
-from kaiyuan.store import Manifest, ModelStore, folder_special_tokens, read_chat_template
+from kaiyuan.store import Manifest, ModelStore, folder_special_tokens, read_chat_template, read_folder_config
 
 __all__ = ["EngineFactory", "choose_engine", "default_engine_factory", "make_loader", "model_settings"]
 
@@ -133,8 +132,7 @@ def _adapters_for_engine(manifest: Manifest, base: Manifest, settings: Settings)
         return paths
     from kaiyuan.export import base_shape_of, gguf_lora_to_peft
 
-    config = json.loads((base.model_path / "config.json").read_text(encoding="utf-8"))
-    shape = base_shape_of(base.model_path, config)
+    shape = base_shape_of(base.model_path, read_folder_config(base.model_path))
     folders = []
     for ref, path in zip(manifest.adapters, manifest.adapter_paths, strict=True):
         folder = settings.adapters_dir / "peft" / ref.digest

@@ -17,6 +17,16 @@ from kaiyuan.errors import EngineError, KaiyuanError, MissingExtra
 
 __all__ = ["load_engine", "load_vllm_engine", "vllm_available", "vllm_extra"]
 
+# What a backend raises when a model cannot be loaded (bad file, no memory), as opposed to a bug of ours
+_LOAD_FAILURES = (OSError, ValueError, RuntimeError, MemoryError)
+
+
+def _load_failed(model_path: str, exc: BaseException, backend: str = "") -> EngineError:
+    """The one-line ``EngineError`` for a backend's load failure: its first line, naming the model."""
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    where = f" on {backend}" if backend else ""
+    return EngineError(f"could not load {model_path}{where}: {first_line}")
+
 
 def load_engine(
     model_path: str,
@@ -55,9 +65,8 @@ def load_engine(
         )
     except KaiyuanError:
         raise
-    except (OSError, ValueError, RuntimeError, MemoryError) as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise EngineError(f"could not load {model_path}: {first_line}") from exc
+    except _LOAD_FAILURES as exc:
+        raise _load_failed(model_path, exc) from exc
 
 
 def vllm_extra() -> str:
@@ -91,9 +100,8 @@ def load_vllm_engine(
         )
     except KaiyuanError:
         raise
-    except (OSError, ValueError, RuntimeError, MemoryError) as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise EngineError(f"could not load {model_path} on vLLM: {first_line}") from exc
+    except _LOAD_FAILURES as exc:
+        raise _load_failed(model_path, exc, "vLLM") from exc
 
 
 def vllm_available() -> bool:
