@@ -261,3 +261,41 @@ def test_tool_call_budget_is_refused_only_below_the_fewest_tokens(conn: Connecti
     assert (
         fewest < 32
     )  # the issue's budget: "the shortest needs 50" when every token was counted as one character
+
+
+# -- response_format within a small max_tokens, counted in the model's tokens (issue 14) -----------------------------
+
+ORDER = {
+    "type": "object",
+    "properties": {
+        "customer_name": {"type": "string"},
+        "shipping_address": {"type": "string"},
+        "order_status": {"enum": ["pending", "shipped", "delivered"]},
+        "is_gift_wrapped": {"type": "boolean"},
+    },
+    "required": ["customer_name", "shipping_address", "order_status", "is_gift_wrapped"],
+    "additionalProperties": False,
+}
+ORDER_ASK = [{"role": "user", "content": "Make up an order as JSON."}]
+
+
+def test_json_schema_budget_counts_the_models_tokens(conn: Connection) -> None:
+    """ORDER's smallest document is 90 characters but 36 SmolLM2 tokens. Counted in characters, 38 tokens cut
+    the JSON off and up to 90 left the strings empty; counted in tokens, the JSON closes and the strings fill."""
+    for max_tokens in (38, 60):
+        body: dict[str, Any] = {**_openai_schema(ORDER, max_tokens), "messages": ORDER_ASK}
+        status, answer = conn.post("/v1/chat/completions", body)
+        assert status == 200, answer
+        choice = answer["choices"][0]
+        assert choice["finish_reason"] == "stop", choice
+        order = json.loads(choice["message"]["content"])
+        jsonschema.validate(order, ORDER)
+        assert answer["usage"]["completion_tokens"] <= max_tokens
+        if max_tokens == 60:
+            assert order["customer_name"] and order["shipping_address"], order
+
+        status, answer = conn.post("/api/chat", {**_ollama_schema(ORDER, max_tokens), "messages": ORDER_ASK})
+        assert status == 200, answer
+        assert answer["done_reason"] == "stop", answer
+        jsonschema.validate(json.loads(answer["message"]["content"]), ORDER)
+        assert answer["eval_count"] <= max_tokens

@@ -597,7 +597,9 @@ def _plan_chat(model: ChatModel, request: ChatRequest, limit: ContextLimit | Non
             longest_token=vocab.longest_token if room is not None else None,
         )
     elif request.response_format is not None:
-        grammar = response_format_grammar(request.response_format, budget_tokens=room)
+        grammar = response_format_grammar(
+            request.response_format, budget_tokens=room, tokens_of=vocabulary(model.engine).tokens_of
+        )
 
     return _Plan(
         prompt=prompt,
@@ -726,7 +728,11 @@ def start_completion(
             max_tokens = context_limit.room(len(tokens), max_tokens)
         grammar = None
         if request.response_format is not None:
-            grammar = response_format_grammar(request.response_format, budget_tokens=max_tokens)
+            grammar = response_format_grammar(
+                request.response_format,
+                budget_tokens=max_tokens,
+                tokens_of=vocabulary(model.engine).tokens_of,
+            )
         base = GenerationRequest(
             prompt=tokens,
             sampling=replace(request.sampling, max_tokens=max_tokens),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import kaiyuan.chat.grammars as grammars
+from kaiyuan.chat._gbnf_length import longest_output, shortest_output
 from kaiyuan.chat.grammars import response_format_grammar
 from kaiyuan.errors import InvalidRequest
 
@@ -97,3 +99,69 @@ def test_bad_budget(budget: Any) -> None:
     with pytest.raises(InvalidRequest) as info:
         response_format_grammar({"type": "json_object"}, budget_tokens=budget)
     assert info.value.param == "max_tokens"
+
+
+# -- the budget in the model's own tokens (issue 14: as forced tool calls count theirs) ------------------------------
+
+ORDER = {
+    "type": "object",
+    "properties": {
+        "customer_name": {"type": "string"},
+        "shipping_address": {"type": "string"},
+        "order_status": {"enum": ["pending", "shipped", "delivered"]},
+        "is_gift_wrapped": {"type": "boolean"},
+    },
+    "required": ["customer_name", "shipping_address", "order_status", "is_gift_wrapped"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="module")
+def smollm2_vocabulary() -> Iterator[Any]:
+    from kaiyuan.chat._vocabulary import vocabulary
+    from kaiyuan.engine.llama_cpp import LlamaCppEngine
+    from tests.chat.grammars._llama_oracle import smollm2_path
+
+    engine = LlamaCppEngine(str(smollm2_path()), n_ctx=256, n_parallel=1, n_threads=1, n_batch=64)
+    yield vocabulary(engine)
+    engine.close()
+
+
+def _string_room(grammar: str) -> int:
+    """How many characters the grammar leaves the ``customer_name`` value (its rule's longest less shortest)."""
+    rule = "prop-customer-name"
+    longest = longest_output(grammar, rule)
+    assert longest is not None
+    return longest - shortest_output(grammar, rule)
+
+
+@pytest.mark.parametrize("kind", ["json_schema", "json_object"])
+def test_budget_counts_keys_and_punctuation_in_the_models_tokens(
+    gbnf: Any, smollm2_vocabulary: Any, kind: str
+) -> None:
+    fmt: dict[str, Any] = (
+        {"type": "json_schema", "json_schema": {"name": "order", "schema": ORDER}}
+        if kind == "json_schema"
+        else {"type": "json_object", "schema": ORDER}
+    )
+    for budget in (38, 45, 60, 100):
+        in_chars = response_format_grammar(fmt, budget_tokens=budget)
+        in_tokens = response_format_grammar(fmt, budget_tokens=budget, tokens_of=smollm2_vocabulary.tokens_of)
+        assert in_chars is not None and in_tokens is not None
+        assert gbnf.parses(in_tokens), in_tokens
+        # Every output closes within the budget: a token element is one token, any other character at most one.
+        longest = longest_output(in_tokens)
+        assert longest is not None and longest <= budget - 1, (budget, longest)
+        # The smallest document is 90 characters but 36 of SmolLM2's tokens: counted in characters, the strings
+        # get no room below 90 tokens (and below 37 the JSON may be cut off); counted in tokens, they do.
+        if budget >= 45:
+            assert _string_room(in_tokens) >= 3 + _string_room(in_chars), in_tokens
+        if budget < 90:
+            assert _string_room(in_chars) == 0
+
+
+def test_without_a_budget_the_model_keeps_its_own_spelling(smollm2_vocabulary: Any) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "order", "schema": ORDER}}
+    grammar = response_format_grammar(fmt, budget_tokens=None, tokens_of=smollm2_vocabulary.tokens_of)
+    assert grammar is not None and "<[" not in grammar
+    assert grammar == response_format_grammar(fmt, budget_tokens=None)

@@ -162,30 +162,46 @@ def schema_to_gbnf_rules(
 
 
 def json_schema_grammar(
-    schema: dict[str, Any], *, budget_tokens: int | None = None, strict: bool = False
+    schema: dict[str, Any],
+    *,
+    budget_tokens: int | None = None,
+    strict: bool = False,
+    tokens_of: _gbnf.TokensOf | None = None,
 ) -> str:
     """A complete grammar (root rule ``root``) for a JSON value matching ``schema``.
 
     ``strict`` (OpenAI's ``strict: true``) treats every object as ``additionalProperties: false``.
+    ``tokens_of``: as for :func:`schema_to_gbnf_rules` (the budget counts fixed text in the model's tokens).
     """
-    return _grammar_for(schema, rule_prefix="", budget_tokens=budget_tokens, strict=strict)[1]
+    return _grammar_for(
+        schema, rule_prefix="", budget_tokens=budget_tokens, strict=strict, tokens_of=tokens_of
+    )[1]
 
 
-def json_object_grammar(*, budget_tokens: int | None = None) -> str:
+def json_object_grammar(*, budget_tokens: int | None = None, tokens_of: _gbnf.TokensOf | None = None) -> str:
     """A complete grammar for any JSON object (``response_format: {"type": "json_object"}``)."""
-    return json_schema_grammar(_ANY_OBJECT, budget_tokens=budget_tokens)
+    return json_schema_grammar(_ANY_OBJECT, budget_tokens=budget_tokens, tokens_of=tokens_of)
 
 
 def response_format_grammar(
-    response_format: dict[str, Any] | None, *, budget_tokens: int | None
+    response_format: dict[str, Any] | None,
+    *,
+    budget_tokens: int | None,
+    tokens_of: _gbnf.TokensOf | None = None,
 ) -> str | None:
     """The grammar for an OpenAI ``response_format`` (None for plain text).
 
     Accepts ``{"type": "text"}``, ``{"type": "json_object"}`` (optionally with llama.cpp's ``"schema"``) and
-    ``{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}``.
+    ``{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}``. ``tokens_of`` (the model's
+    vocabulary, see :func:`schema_to_gbnf_rules`) makes the budget count keys and punctuation in the tokens
+    the model writes them with, instead of one token per character.
     """
     if response_format is None:
         return None
+    if budget_tokens is None:
+        tokens_of = (
+            None  # spelling text as tokens only buys budget; without one, leave the model its own choice
+        )
     if not isinstance(response_format, dict):
         raise InvalidRequest("response_format must be an object", param=PARAM)
     kind = response_format.get("type")
@@ -194,8 +210,8 @@ def response_format_grammar(
     if kind == "json_object":
         schema = response_format.get("schema")
         if schema is None:
-            return json_object_grammar(budget_tokens=budget_tokens)
-        return json_schema_grammar(schema, budget_tokens=budget_tokens)
+            return json_object_grammar(budget_tokens=budget_tokens, tokens_of=tokens_of)
+        return json_schema_grammar(schema, budget_tokens=budget_tokens, tokens_of=tokens_of)
     if kind == "json_schema":
         spec = response_format.get("json_schema")
         if not isinstance(spec, dict):
@@ -207,12 +223,17 @@ def response_format_grammar(
             raise InvalidRequest("response_format.json_schema.strict must be a boolean", param=PARAM)
         schema = spec.get("schema")
         if schema is None:
-            return json_object_grammar(budget_tokens=budget_tokens)
+            return json_object_grammar(budget_tokens=budget_tokens, tokens_of=tokens_of)
         if not isinstance(schema, dict | bool):
             raise InvalidRequest(
                 "response_format.json_schema.schema must be a JSON Schema object", param=PARAM
             )
-        return json_schema_grammar(schema, budget_tokens=budget_tokens, strict=bool(strict))  # type: ignore[arg-type]
+        return json_schema_grammar(
+            schema,  # type: ignore[arg-type]
+            budget_tokens=budget_tokens,
+            strict=bool(strict),
+            tokens_of=tokens_of,
+        )
     raise InvalidRequest(
         f"response_format.type must be 'text', 'json_object' or 'json_schema', not {kind!r}", param=PARAM
     )
