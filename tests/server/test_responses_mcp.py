@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from kaiyuan.engine import GenerationRequest
-from tests.server._support import post, run
+from tests.server._support import get, post, run
 
 SERVER = str(Path(__file__).parents[1] / "mcp" / "weather_server.py")
 STDIO = {"servers": {"weather": {"command": sys.executable, "args": [SERVER]}}}
@@ -198,3 +198,24 @@ def test_unreachable_server_is_a_clean_error(fake_server) -> None:
     app, _ = fake_server(weather_model)
     resp = run(post(app, "/v1/responses", body()))
     assert resp.status_code == 424 and "weather" in resp.json()["error"]["message"]
+
+
+def test_server_list_names_servers_and_nothing_else(fake_server, http_server: str) -> None:
+    """What the web chat's tools switch reads: each configured server by name, never its command, URL or headers
+    (they can hold secrets); with an API key set, the list needs it like the API."""
+    configure(
+        {"servers": {**STDIO["servers"], "search": {"url": http_server, "headers": {"X-Key": "s3cret"}}}}
+    )
+    app, _ = fake_server(weather_model)
+    resp = run(get(app, "/kaiyuan/mcp/servers"))
+    assert resp.status_code == 200 and resp.json() == {"servers": [{"name": "search"}, {"name": "weather"}]}
+    assert "s3cret" not in resp.text and SERVER not in resp.text and http_server not in resp.text
+    keyed, _ = fake_server(weather_model, settings={"api_key": "sesame"})
+    assert run(get(keyed, "/kaiyuan/mcp/servers")).status_code == 401
+    authed = run(get(keyed, "/kaiyuan/mcp/servers", headers={"Authorization": "Bearer sesame"}))
+    assert authed.json()["servers"][1] == {"name": "weather"}
+
+
+def test_server_list_is_empty_without_servers(fake_server) -> None:
+    app, _ = fake_server(weather_model)
+    assert run(get(app, "/kaiyuan/mcp/servers")).json() == {"servers": []}

@@ -1,7 +1,8 @@
-"""kaiyuan's own endpoints: ``/health``, ``/metrics`` (Prometheus) and ``/kaiyuan/ps`` (what ``kaiyuan ps`` shows).
+"""kaiyuan's own endpoints: ``/health``, ``/metrics`` (Prometheus), ``/kaiyuan/ps`` (what ``kaiyuan ps`` shows)
+and ``/kaiyuan/mcp/servers`` (the MCP servers a request may name, for the web chat's tools switch).
 
-Thin routes over the runtime; ``/health`` and ``/metrics`` stay open when an API key is set, ``/kaiyuan/ps``
-needs the key like the API. Must not know llama.cpp.
+Thin routes over the runtime; ``/health`` and ``/metrics`` stay open when an API key is set, the ``/kaiyuan/…``
+routes need the key like the API. Must not know llama.cpp.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from kaiyuan import __version__
+from kaiyuan.mcp import mcp_settings
 from kaiyuan.server._metrics import CONTENT_TYPE
 from kaiyuan.server._runtime import get_runtime
 
@@ -48,6 +50,16 @@ class ProcessList(BaseModel):
     models: list[LoadedModelInfo]
 
 
+class McpServerInfo(BaseModel):
+    name: str = Field(
+        description="the server's label in kaiyuan.toml ([mcp.servers.NAME]), for Responses' mcp tools"
+    )
+
+
+class McpServerList(BaseModel):
+    servers: list[McpServerInfo]
+
+
 @router.get("/health", response_model=Health, summary="Liveness (no API key needed)")
 async def health(request: Request) -> Any:
     runtime = get_runtime(request)
@@ -74,3 +86,14 @@ async def metrics(request: Request) -> Response:
 async def ps(request: Request) -> JSONResponse:
     runtime = get_runtime(request)
     return JSONResponse({"models": runtime.models.describe()})
+
+
+@router.get(
+    "/kaiyuan/mcp/servers",
+    response_model=McpServerList,
+    summary="The MCP servers configured in kaiyuan.toml, by name (never their command, URL or headers)",
+)
+async def mcp_servers(request: Request) -> McpServerList:
+    # names only: a command line, a URL or headers can hold secrets, and a client only ever names a server
+    settings = mcp_settings(get_runtime(request).settings.mcp)
+    return McpServerList(servers=[McpServerInfo(name=name) for name in sorted(settings.servers)])
