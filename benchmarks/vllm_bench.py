@@ -5,7 +5,9 @@ served by ``kaiyuan serve --engine vllm`` and by vLLM's own OpenAI server at ide
 slots, dtype, KV cache, block size, threads); kaiyuan's llama.cpp engine serves the GGUF those weights came from.
 Each peer answers, in turns per round: one stream, 8 concurrent streams (greedy, end-of-generation banned so every
 answer is exactly ``--tokens`` long), and time to first token on a ~1k-token system prompt, cold (a new prefix)
-and warm (the same prefix again). Prints the CPU, every peer's command line, medians and the ratios kaiyuan/vLLM.
+and warm (the same prefix again). A second table runs ``kaiyuan serve --engine vllm`` and ``vllm serve`` each at
+its defaults (no tuning flags: what a user gets first). Prints the CPU, every peer's command line, medians and the
+ratios kaiyuan/vLLM per table; a peer that cannot start (vLLM's CPU defaults may not fit a machine) is reported.
 
     python benchmarks/vllm_bench.py                      # 2 rounds, 128 tokens, all cores
     python benchmarks/vllm_bench.py --rounds 1 --tokens 32 --threads 1   # a quick look
@@ -35,7 +37,12 @@ from benchmarks._serve_client import chat_body, concurrent_chats, stream_chat
 from benchmarks._serve_peers import RunningServer, ServerSpec, bundled_model, free_port, make_log_dir
 from benchmarks.serve_bench import story_messages, system_prompt
 
-PEERS = ("kaiyuan-vllm", "vllm-serve", "kaiyuan-llama.cpp")
+PEERS = ("kaiyuan-vllm", "vllm-serve", "kaiyuan-llama.cpp", "kaiyuan-vllm-defaults", "vllm-serve-defaults")
+# Two tables: the same settings for every peer, and each vLLM server as a user starts it with no tuning flags.
+GROUPS = {
+    "identical settings": ("kaiyuan-vllm", "vllm-serve", "kaiyuan-llama.cpp"),
+    "each at its defaults": ("kaiyuan-vllm-defaults", "vllm-serve-defaults"),
+}
 
 
 @dataclass
@@ -54,6 +61,7 @@ class Peer:
     name: str
     spec: ServerSpec
     results: dict[str, list[float]] = field(default_factory=dict)
+    failure: str = ""  # why it did not start (a server at its defaults may not fit this machine)
 
     def add(self, key: str, value: float | None) -> None:
         if value is not None:
@@ -126,9 +134,16 @@ def specs(c: Conditions, folder: Path, home: Path) -> list[Peer]:
             argv += ["--enable-prefix-caching", "--enforce-eager", "--block-size", str(c.block_size)]
             argv += ["--seed", "0"]  # stats on, as vLLM's default and as kaiyuan runs it (it reads them)
             spec = ServerSpec(name, argv, model="model", env=vllm_env)
-        else:
+        elif name == "kaiyuan-llama.cpp":
             argv = [*kaiyuan, "smollm2", "--port", str(port), *common, "--flash-attn", "off"]
             spec = ServerSpec(name, argv, model="smollm2", env={"KAIYUAN_HOME": str(home)})
+        elif name == "kaiyuan-vllm-defaults":  # only what names the model, the port and the engine
+            argv = [*kaiyuan, "smollm2-hf:bf16", "--port", str(port), "--engine", "vllm"]
+            spec = ServerSpec(name, argv, model="smollm2-hf:bf16", env={"KAIYUAN_HOME": str(home)})
+        else:  # vllm-serve-defaults: only what names the model and the port
+            argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder)]
+            argv += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "model"]
+            spec = ServerSpec(name, argv, model="model", env={})
         peers.append(Peer(name, spec))
     return peers
 
@@ -152,28 +167,39 @@ async def measure(peer: Peer, port: int, c: Conditions, banned: Sequence[int], r
         peer.add("TTFT warm s", warm.ttft)
 
 
+def command_line(peer: Peer) -> str:
+    """The peer's flags and the environment it adds, as a person would type them."""
+    argv = peer.spec.argv[1:] if peer.spec.argv[0] == sys.executable else peer.spec.argv
+    env = " ".join(f"{k}={v}" for k, v in peer.spec.env.items() if k.startswith("VLLM_"))
+    return f"{env + ' ' if env else ''}{' '.join(argv)}"
+
+
 def report(peers: Sequence[Peer], c: Conditions) -> str:
     keys = ["single tok/s", "8 streams agg tok/s", "TTFT cold s", "TTFT warm s"]
-    by_name = {p.name: p for p in peers}
-    lines = [
-        f"CPU: {cpu_description()}",
-        f"conditions: {c}",
-        *(
-            f"{p.name}: {' '.join(p.spec.argv[1:] if p.spec.argv[0] == sys.executable else p.spec.argv)}"
-            for p in peers
-        ),
-        "",
-        "| metric | " + " | ".join(p.name for p in peers) + " | kaiyuan-vllm / vllm-serve |",
-        "|---|" + "---|" * (len(peers) + 1),
-    ]
-    for key in keys:
-        row = [f"{v:.3f}" if (v := p.median(key)) is not None else "-" for p in peers]
-        ours, theirs = by_name["kaiyuan-vllm"].median(key), by_name["vllm-serve"].median(key)
-        ratio = "-"
-        if ours and theirs:
-            # higher is better for rates, lower for latencies: print "how many times as good"
-            ratio = f"{(ours / theirs) if 'tok/s' in key else (theirs / ours):.2f}x"
-        lines.append(f"| {key} | " + " | ".join(row) + f" | {ratio} |")
+    lines = [f"CPU: {cpu_description()}", f"conditions (identical settings): {c}"]
+    for title, names in GROUPS.items():
+        group = [p for p in peers if p.name in names]
+        if not group:
+            continue
+        ours = next((p for p in group if p.name.startswith("kaiyuan-vllm")), None)
+        theirs = next((p for p in group if p.name.startswith("vllm-serve")), None)
+        lines += ["", f"## {title}", *(f"{p.name}: {command_line(p)}" for p in group), ""]
+        lines += [
+            "| metric | " + " | ".join(p.name for p in group) + " | kaiyuan on vLLM / vllm serve |",
+            "|---|" + "---|" * (len(group) + 1),
+        ]
+        for key in keys:
+            row = [f"{v:.3f}" if (v := p.median(key)) is not None else "-" for p in group]
+            mine = ours.median(key) if ours else None
+            peer = theirs.median(key) if theirs else None
+            ratio = "-"
+            if mine and peer:
+                # higher is better for rates, lower for latencies: print "how many times as good"
+                ratio = f"{(mine / peer) if 'tok/s' in key else (peer / mine):.2f}x"
+            lines.append(f"| {key} | " + " | ".join(row) + f" | {ratio} |")
+    for p in peers:
+        if p.failure:
+            lines.append(f"{p.name} did not serve: {p.failure}")
     return "\n".join(lines)
 
 
@@ -200,9 +226,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for round_ in range(args.rounds):
         for peer in peers[round_ % len(peers) :] + peers[: round_ % len(peers)]:
             port = int(peer.spec.argv[peer.spec.argv.index("--port") + 1])
-            with RunningServer(peer.spec, port, logs) as server:
-                server.wait_ready(600)
-                asyncio.run(measure(peer, port, c, banned, round_))
+            if peer.failure:
+                continue
+            try:
+                with RunningServer(peer.spec, port, logs) as server:
+                    server.wait_ready(900)
+                    asyncio.run(measure(peer, port, c, banned, round_))
+            except (RuntimeError, TimeoutError, OSError) as exc:
+                lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [
+                    type(exc).__name__
+                ]
+                peer.failure = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
             print(f"round {round_ + 1}: {peer.name} done", file=sys.stderr, flush=True)
     print(report(peers, c))
     return 0
