@@ -1,9 +1,11 @@
 """A small MCP server for the tests, written with the official ``mcp`` SDK: ``get_weather(city)`` and a tool
 that answers with far too much text. ``python weather_server.py`` serves stdio; ``python weather_server.py PORT``
-serves Streamable HTTP on 127.0.0.1:PORT/mcp."""
+serves Streamable HTTP on 127.0.0.1:PORT/mcp. ``WEATHER_SERVER_ONLY=get_weather`` in its environment leaves the
+other tools out (a small model offered ``flood`` may pick it)."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 from mcp.server.mcpserver import MCPServer
@@ -17,10 +19,13 @@ def get_weather(city: str) -> str:
     return f"The weather in {city} is sunny, 25C."
 
 
-@server.tool()
 def flood(lines: int) -> str:
     """Return many lines of text."""
     return "\n".join(f"line {i}" for i in range(lines))
+
+
+if os.environ.get("WEATHER_SERVER_ONLY") != "get_weather":
+    server.tool()(flood)
 
 
 if __name__ == "__main__":

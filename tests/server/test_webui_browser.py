@@ -173,6 +173,8 @@ def test_reply_streams_token_by_token_with_the_chosen_settings(tab: Callable[...
     t = tab()
     chat = t.chat()
     expect(chat.model).to_have_value(SMOL)
+    # no MCP servers in this server's kaiyuan.toml: no tools menu (tests/server/test_webui_tools_browser.py has one)
+    expect(chat.page.get_by_role("button", name="Tools")).to_be_hidden()
     # the prompt asks for sentences so that the reply runs to many tokens (a terse one-liner may render in two
     # steps); measured: 21-48 tokens over six seeds at this temperature
     chat.settings(system_prompt="You are a helpful assistant.", temperature="0.2", max_tokens="48")

@@ -21,6 +21,7 @@ ASSETS = {
     "api.js": "javascript",
     "markdown.js": "javascript",
     "store.js": "javascript",
+    "tools.js": "javascript",
     "style.css": "text/css",
     "favicon.svg": "image/svg+xml",
 }

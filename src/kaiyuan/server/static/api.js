@@ -1,6 +1,7 @@
 // kaiyuan web chat: talking to the server's OpenAI API.
 //
-// Owns: the HTTP calls the chat makes (GET v1/models, streamed POST v1/chat/completions), the Server-Sent Events
+// Owns: the HTTP calls the chat makes (GET v1/models, streamed POST v1/chat/completions and v1/responses, GET
+// kaiyuan/mcp/servers), the Server-Sent Events
 // parser over fetch's ReadableStream, the bearer key header, and turning an error response (OpenAI envelope
 // {"error": {"message", "type", "param", "code"}}, HTTP status, Retry-After) into an ApiError with a sentence a
 // person can act on. URLs are relative, so the chat works wherever the server mounts it and never calls another
@@ -46,6 +47,7 @@ export function describeError(status, detail, retryAfter, code = null) {
   }
   if (status === 403) return `Not allowed.${said}`;
   if (status === 404) return `Not found.${said}`;
+  if (status === 424) return `A tool server (MCP) failed; switch it off under Tools or ask the server's owner.${said}`;
   if (status === 429 || status === 503) {
     const wait = retryAfter ? ` Try again in ${retryAfter} s.` : " Try again in a moment.";
     return `The server is busy: its request queue is full.${wait}${said}`;
@@ -121,6 +123,21 @@ export async function listModels({ apiKey, signal } = {}) {
   return Array.isArray(body && body.data) ? body.data : [];
 }
 
+/** GET kaiyuan/mcp/servers → the names of the MCP servers configured in the server's kaiyuan.toml. */
+export async function listMcpServers({ apiKey, signal } = {}) {
+  let response;
+  try {
+    response = await fetch("kaiyuan/mcp/servers", { headers: headers(apiKey, true), signal, cache: "no-store" });
+  } catch (exc) {
+    if (exc && exc.name === "AbortError") throw exc;
+    throw networkError(exc);
+  }
+  if (!response.ok) throw await errorFrom(response);
+  const body = await response.json();
+  const servers = body && Array.isArray(body.servers) ? body.servers : [];
+  return servers.map((s) => (s && typeof s.name === "string" ? s.name : "")).filter(Boolean);
+}
+
 /**
  * Parse a text/event-stream body into the data payloads of its events.
  * @param {ReadableStream<Uint8Array>} stream
@@ -158,7 +175,13 @@ export async function* readEvents(stream) {
 
 // An error inside a stream has no HTTP status of its own (the 200 was sent): read it from the envelope.
 function streamErrorStatus(err) {
-  const byCode = { overloaded: 503, invalid_api_key: 401, license_denied: 403, model_not_found: 404 };
+  const byCode = {
+    overloaded: 503,
+    invalid_api_key: 401,
+    license_denied: 403,
+    model_not_found: 404,
+    mcp_error: 424,
+  };
   if (err && typeof err === "object") {
     if (byCode[err.code]) return byCode[err.code];
     if (err.type === "invalid_request_error") return 400;
@@ -168,26 +191,42 @@ function streamErrorStatus(err) {
   return 500;
 }
 
-/**
- * POST v1/chat/completions with stream=true; yields each chunk object until [DONE].
- * An error event inside the stream ({"error": {...}}) is thrown as ApiError.
- */
-export async function* streamChat(body, { apiKey, signal } = {}) {
+// The ApiError for an error envelope that arrived inside a stream.
+function streamFailure(err) {
+  const detail = typeof err === "string" ? err : String(err.message ?? "");
+  const status = streamErrorStatus(err);
+  const message =
+    status >= 500
+      ? `The reply broke off with a server error.${detail ? ` The server said: ${detail}` : ""}`
+      : describeError(status, detail, null, err.code ?? null);
+  return new ApiError(message, { status, type: err.type, code: err.code, detail });
+}
+
+async function postStream(path, body, { apiKey, signal }) {
   let response;
   try {
-    response = await fetch("v1/chat/completions", {
-      method: "POST",
-      headers: headers(apiKey, true),
-      body: JSON.stringify({ ...body, stream: true, stream_options: { include_usage: true } }),
-      signal,
-    });
+    const init = { method: "POST", headers: headers(apiKey, true), body: JSON.stringify(body), signal };
+    response = await fetch(path, init);
   } catch (exc) {
     if (exc && exc.name === "AbortError") throw exc;
     throw networkError(exc);
   }
   if (!response.ok) throw await errorFrom(response);
   if (!response.body) throw new ApiError("The server sent an empty reply.", { status: response.status });
-  for await (const payload of readEvents(response.body)) {
+  return response.body;
+}
+
+/**
+ * POST v1/chat/completions with stream=true; yields each chunk object until [DONE].
+ * An error event inside the stream ({"error": {...}}) is thrown as ApiError.
+ */
+export async function* streamChat(body, { apiKey, signal } = {}) {
+  const stream = await postStream(
+    "v1/chat/completions",
+    { ...body, stream: true, stream_options: { include_usage: true } },
+    { apiKey, signal },
+  );
+  for await (const payload of readEvents(stream)) {
     if (payload === "[DONE]") return;
     let chunk;
     try {
@@ -195,16 +234,27 @@ export async function* streamChat(body, { apiKey, signal } = {}) {
     } catch {
       continue; // not JSON: ignore rather than break the chat
     }
-    if (chunk && chunk.error) {
-      const err = chunk.error;
-      const detail = typeof err === "string" ? err : String(err.message ?? "");
-      const status = streamErrorStatus(err);
-      const message =
-        status >= 500
-          ? `The reply broke off with a server error.${detail ? ` The server said: ${detail}` : ""}`
-          : describeError(status, detail, null, err.code ?? null);
-      throw new ApiError(message, { status, type: err.type, code: err.code, detail });
-    }
+    if (chunk && chunk.error) throw streamFailure(chunk.error);
     yield chunk;
+  }
+}
+
+/**
+ * POST v1/responses with stream=true; yields each event object ({type, sequence_number, …}) until the stream
+ * ends. An `error` event, or `response.failed`, is thrown as ApiError.
+ */
+export async function* streamResponse(body, { apiKey, signal } = {}) {
+  const stream = await postStream("v1/responses", { ...body, stream: true }, { apiKey, signal });
+  for await (const payload of readEvents(stream)) {
+    let event;
+    try {
+      event = JSON.parse(payload);
+    } catch {
+      continue; // not JSON: ignore rather than break the chat
+    }
+    if (!event || typeof event !== "object") continue;
+    if (event.type === "error") throw streamFailure(event);
+    if (event.type === "response.failed") throw streamFailure((event.response && event.response.error) || {});
+    yield event;
   }
 }

@@ -2,13 +2,16 @@
 //
 // Owns: wiring the page together — the model picker with license and openness badges, the conversation list
 // (open, rename, delete, export), the thread (user messages as plain text, assistant answers as Markdown from
-// markdown.js, reasoning in a folded "Thinking" section), the composer (Enter sends, Shift+Enter new line, Esc
-// stops), streaming with Stop (AbortController) and Regenerate, and the settings dialog (system prompt,
-// temperature, max tokens, thinking on/off, API key). Model output only ever reaches the page through
-// renderMarkdown or textContent. Must not know: HTTP details (api.js) or storage keys (store.js).
+// markdown.js, reasoning in a folded "Thinking" section, MCP tool calls folded the same way by tools.js), the
+// composer (Enter sends, Shift+Enter new line, Esc stops), streaming with Stop (AbortController) and
+// Regenerate, and the settings dialog (system prompt, temperature, max tokens, thinking on/off, API key). With
+// MCP tools switched on (tools.js) an answer comes from the Responses API's tool loop, otherwise from Chat
+// Completions. Model output only ever reaches the page through renderMarkdown or textContent. Must not know:
+// HTTP details (api.js) or storage keys (store.js).
 
 import { ApiError, listModels, streamChat } from "./api.js";
 import { renderMarkdown } from "./markdown.js";
+import { buildToolCalls, loadToolServers, toolSteps, toolsMenu, toolsRequest } from "./tools.js";
 import {
   exportJson,
   loadConversations,
@@ -255,7 +258,18 @@ function fillModelPicker() {
   renderBadges();
 }
 
+const tools = toolsMenu(
+  { button: $("tools-button"), panel: $("tools-panel"), list: $("tools-servers"), first: $("tools-first") },
+  () => state.settings,
+  (patch) => {
+    state.settings = { ...state.settings, ...patch };
+    const problem = saveSettings(state.settings);
+    if (problem) showNotice(problem);
+  },
+);
+
 async function loadModels() {
+  loadToolServers(state.settings.apiKey).then(tools.show);
   try {
     state.models = (await listModels({ apiKey: state.settings.apiKey })).filter(
       (m) => m && typeof m.id === "string" && !m.alias_of, // one entry per model, not one per name
@@ -440,6 +454,7 @@ function buildMessage(message, index, isLast, live) {
     return article;
   }
   if (message.reasoning) article.appendChild(buildThinking(message, live));
+  if (message.tools) article.appendChild(buildToolCalls(message.tools));
   const body = document.createElement("div");
   body.className = "msg-body markdown";
   body.appendChild(renderMarkdown(message.content));
@@ -549,6 +564,12 @@ function renderStreaming() {
     details.querySelector("summary").textContent = thinkingSummary(message, !message.content);
     details.querySelector(".thinking-body").textContent = message.reasoning;
   }
+  const calls = node.querySelector(".tool-calls");
+  if (message.tools && (!calls || calls.childElementCount !== message.tools.length)) {
+    const fresh = buildToolCalls(message.tools);
+    if (calls) calls.replaceWith(fresh);
+    else node.insertBefore(fresh, node.querySelector(".msg-body"));
+  }
   const body = node.querySelector(".msg-body");
   body.replaceChildren(renderMarkdown(message.content));
   if (stick) scrollToEnd(true);
@@ -576,6 +597,26 @@ function requestMessages(conv) {
   return out;
 }
 
+// Chat Completions chunks as the page's steps (the shape tools.js gives for the Responses stream).
+async function* chatSteps(payload, options) {
+  for await (const chunk of streamChat(payload, options)) {
+    const choice = chunk && Array.isArray(chunk.choices) ? chunk.choices[0] : null;
+    const delta = choice && choice.delta ? choice.delta : {};
+    const thought =
+      typeof delta.reasoning_content === "string"
+        ? delta.reasoning_content
+        : typeof delta.reasoning === "string"
+          ? delta.reasoning
+          : "";
+    if (thought) yield { reasoning: thought };
+    if (typeof delta.content === "string" && delta.content) yield { content: delta.content };
+    if (choice && choice.finish_reason === "length") yield { truncated: true };
+    const details = chunk && chunk.usage && chunk.usage.completion_tokens_details;
+    if (details && Number.isFinite(details.reasoning_tokens) && details.reasoning_tokens > 0)
+      yield { reasoningTokens: details.reasoning_tokens };
+  }
+}
+
 async function generate(conv) {
   const model = ui.model.value;
   if (!model) {
@@ -584,17 +625,27 @@ async function generate(conv) {
   }
   conv.model = model;
   const message = { role: "assistant", content: "", reasoning: "", model };
-  const payload = {
-    model,
-    messages: requestMessages(conv),
-    temperature: state.settings.temperature,
-    max_tokens: state.settings.maxTokens,
-  };
-  if (state.settings.thinking)
-    payload.chat_template_kwargs = { enable_thinking: state.settings.thinking === "on" };
+  const servers = tools.active();
+  let steps;
+  const options = { apiKey: state.settings.apiKey, signal: null };
+  if (servers.length) {
+    const body = toolsRequest({ model, messages: conv.messages, settings: state.settings, servers });
+    steps = () => toolSteps(body, options);
+  } else {
+    const payload = {
+      model,
+      messages: requestMessages(conv),
+      temperature: state.settings.temperature,
+      max_tokens: state.settings.maxTokens,
+    };
+    if (state.settings.thinking)
+      payload.chat_template_kwargs = { enable_thinking: state.settings.thinking === "on" };
+    steps = () => chatSteps(payload, options);
+  }
   conv.messages.push(message);
   conv.updated = Date.now();
   const controller = new AbortController();
+  options.signal = controller.signal;
   state.streaming = { conversation: conv, message, controller, node: null };
   persist();
   renderConversationList();
@@ -605,15 +656,8 @@ async function generate(conv) {
   let reasoningDeltas = 0;
   let usageReasoning = null;
   try {
-    for await (const chunk of streamChat(payload, { apiKey: state.settings.apiKey, signal: controller.signal })) {
-      const choice = chunk && Array.isArray(chunk.choices) ? chunk.choices[0] : null;
-      const delta = choice && choice.delta ? choice.delta : {};
-      const thought =
-        typeof delta.reasoning_content === "string"
-          ? delta.reasoning_content
-          : typeof delta.reasoning === "string"
-            ? delta.reasoning
-            : "";
+    for await (const step of steps()) {
+      const thought = step.reasoning || "";
       if (thought) {
         if (!reasoningStart) reasoningStart = performance.now();
         message.reasoning += thought;
@@ -621,14 +665,14 @@ async function generate(conv) {
         message.reasoningTokens = usageReasoning ?? reasoningDeltas;
         message.reasoningMs = performance.now() - reasoningStart;
       }
-      if (typeof delta.content === "string" && delta.content) {
+      if (step.content) {
         if (reasoningStart && !message.content) message.reasoningMs = performance.now() - reasoningStart;
-        message.content += delta.content;
+        message.content += step.content;
       }
-      if (choice && choice.finish_reason === "length") message.truncated = true;
-      const details = chunk && chunk.usage && chunk.usage.completion_tokens_details;
-      if (details && Number.isFinite(details.reasoning_tokens) && details.reasoning_tokens > 0) {
-        usageReasoning = details.reasoning_tokens;
+      if (step.tool) message.tools = [...(message.tools || []), step.tool];
+      if (step.truncated) message.truncated = true;
+      if (step.reasoningTokens) {
+        usageReasoning = step.reasoningTokens;
         message.reasoningTokens = usageReasoning;
       }
       scheduleStreamRender();

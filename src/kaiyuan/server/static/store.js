@@ -2,10 +2,10 @@
 //
 // Owns: the stored shapes and their keys. A conversation is
 //   {id, title, model, created, updated, messages: [{role, content, reasoning?, reasoningTokens?, reasoningMs?,
-//    model?, error?, stopped?, truncated?}]}
-// and settings are {systemPrompt, temperature, maxTokens, thinking, apiKey, model}. Reading tolerates damaged or
-// foreign data (it is dropped, never thrown); writing reports a full storage instead of failing silently.
-// Must not know the DOM or the server.
+//    model?, error?, stopped?, truncated?, tools?: [{id, server, name, arguments, output, error}]}]}
+// and settings are {systemPrompt, temperature, maxTokens, thinking, apiKey, model, mcpServers, toolFirst}.
+// Reading tolerates damaged or foreign data (it is dropped, never thrown); writing reports a full storage
+// instead of failing silently. Must not know the DOM or the server.
 
 const CONVERSATIONS_KEY = "kaiyuan.chat.conversations.v1";
 const SETTINGS_KEY = "kaiyuan.chat.settings.v1";
@@ -17,7 +17,18 @@ export const DEFAULT_SETTINGS = Object.freeze({
   thinking: "", // "" model default, "on", "off": sent as chat_template_kwargs.enable_thinking
   apiKey: "",
   model: "",
+  mcpServers: [], // names of the MCP servers whose tools are switched on (tools.js)
+  toolFirst: false, // with tools on: the first turn must call a tool (tool_choice "required")
 });
+
+const TOOL_FIELDS = ["id", "server", "name", "arguments", "output", "error"];
+
+function cleanToolCall(call) {
+  if (!call || typeof call !== "object") return null;
+  const out = {};
+  for (const key of TOOL_FIELDS) out[key] = typeof call[key] === "string" ? call[key] : "";
+  return out.name ? out : null;
+}
 
 function read(key, fallback) {
   try {
@@ -46,6 +57,10 @@ function cleanMessage(m) {
   for (const key of ["reasoningTokens", "reasoningMs"]) if (Number.isFinite(m[key])) out[key] = m[key];
   if (m.stopped === true) out.stopped = true;
   if (m.truncated === true) out.truncated = true;
+  if (Array.isArray(m.tools)) {
+    const tools = m.tools.map(cleanToolCall).filter(Boolean);
+    if (tools.length) out.tools = tools;
+  }
   return out;
 }
 
@@ -100,6 +115,8 @@ export function loadSettings() {
     if (["", "on", "off"].includes(raw.thinking)) s.thinking = raw.thinking;
     if (typeof raw.apiKey === "string") s.apiKey = raw.apiKey;
     if (typeof raw.model === "string") s.model = raw.model;
+    if (Array.isArray(raw.mcpServers)) s.mcpServers = raw.mcpServers.filter((n) => typeof n === "string");
+    if (typeof raw.toolFirst === "boolean") s.toolFirst = raw.toolFirst;
   }
   return s;
 }
