@@ -90,7 +90,7 @@ def parse(cmd: list[str], wall_s: float, returncode: int, output: str) -> PeerRu
     final = _find(rf"Final estimate: PPL = {_FLOAT} \+/- {_FLOAT}", output)
     mean_q = _find(rf"^Mean PPL\(Q\)\s*:\s*{_FLOAT}\s*±\s*{_FLOAT}", output)
     ppl_m = final or mean_q
-    chunks = _find(r"calculating perplexity over (\d+) chunks", output)
+    chunks = _find(r"(?:calculating perplexity|computing) over (\d+) chunks", output)
     kl = {
         key: value
         for key, pattern in (
