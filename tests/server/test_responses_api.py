@@ -252,6 +252,9 @@ def test_background_runs_to_completion(fake_server) -> None:
         (body(conversation="conv_1"), 400, "conversation"),
         (body(input=[{"type": "item_reference", "id": "msg_1"}]), 400, "input[0]"),
         (body(model="nope"), 404, "model"),
+        # metadata is stored with the response: OpenAI's bounds (16 pairs, 64-character keys, 512-character values)
+        (body(metadata={f"k{i}": "v" for i in range(17)}), 400, "metadata"),
+        (body(metadata={"k": "v" * 513}), 400, "metadata"),
     ],
 )
 def test_bad_requests_are_4xx(fake_server, payload: Any, status: int, param: str | None) -> None:

@@ -123,6 +123,27 @@ def test_a_loop_that_never_ends_is_capped(fake_server) -> None:
     assert kinds == ["mcp_list_tools", "mcp_call", "mcp_call", "message"] and data["status"] == "completed"
 
 
+def test_a_streamed_loop_that_never_ends_is_capped(fake_server) -> None:
+    configure({**STDIO, "max_steps": 2})
+    app, _ = fake_server(lambda request: [CALL])
+    events = named_events(run(post(app, "/v1/responses", body(stream=True))).text)
+    assert events[-1]["type"] == "response.completed"
+    kinds = [item["type"] for item in events[-1]["response"]["output"]]
+    assert kinds == ["mcp_list_tools", "mcp_call", "mcp_call", "message"]
+
+
+def test_a_server_named_twice_is_refused_before_any_listing(fake_server) -> None:
+    # each mcp tool is one listing on its server: a request naming a server 3,000 times must not cost 3,000
+    configure(STDIO)
+    app, models = fake_server(weather_model)
+    tools = [{**MCP_TOOL, "allowed_tools": [f"t{i}"]} for i in range(3000)]
+    started = time.monotonic()
+    resp = run(post(app, "/v1/responses", body(tools=tools)))
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "tools", resp.text
+    assert "named by more than one mcp tool" in resp.json()["error"]["message"]
+    assert time.monotonic() - started < 5 and not models.engines
+
+
 def test_tool_output_is_capped(fake_server) -> None:
     configure({**STDIO, "max_output_chars": 50})
     flood = '<tool_call>\n{"name": "flood", "arguments": {"lines": 1000}}\n</tool_call>'

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -75,6 +76,14 @@ def _function(tool: McpTool) -> dict[str, Any]:
 async def _offer(
     hub: McpHub, uses: Sequence[McpUse], taken: set[str]
 ) -> tuple[list[ToolListing], dict[str, str]]:
+    repeated = sorted(label for label, n in Counter(use.server for use in uses).items() if n > 1)
+    if repeated:
+        # each use is a listing on the server: refuse before any, so a request cannot multiply them
+        raise InvalidRequest(
+            f"the MCP server {repeated[0]!r} is named by more than one mcp tool; name it once and put all "
+            "its tools in that tool's allowed_tools",
+            param="tools",
+        )
     listings: list[ToolListing] = []
     owner: dict[str, str] = {}
     for use in uses:

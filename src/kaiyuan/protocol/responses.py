@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from kaiyuan.protocol.openai import _Request
 
@@ -206,6 +206,9 @@ class ReasoningConfig(_Request):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+METADATA_MAX_PAIRS, METADATA_MAX_KEY, METADATA_MAX_VALUE = 16, 64, 512
+
+
 class ResponsesRequest(_Request):
     background: bool | None = None
     conversation: str | dict[str, Any] | None = None
@@ -239,6 +242,21 @@ class ResponsesRequest(_Request):
     top_k: int | None = Field(
         default=None, ge=0, description="Sample from the k most likely tokens (0: all)."
     )
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_bounds(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        # OpenAI's bounds: metadata is stored with the response, so an unbounded map would grow the store
+        if value is not None:
+            if len(value) > METADATA_MAX_PAIRS:
+                raise ValueError(f"at most {METADATA_MAX_PAIRS} key-value pairs")
+            for key, text in value.items():
+                if len(key) > METADATA_MAX_KEY or len(text) > METADATA_MAX_VALUE:
+                    raise ValueError(
+                        f"keys are at most {METADATA_MAX_KEY} characters and values at most "
+                        f"{METADATA_MAX_VALUE} (key {key[:METADATA_MAX_KEY]!r})"
+                    )
+        return value
 
 
 # ---------------------------------------------------------------------------------------------------------------
