@@ -144,6 +144,26 @@ def test_a_server_named_twice_is_refused_before_any_listing(fake_server) -> None
     assert time.monotonic() - started < 5 and not models.engines
 
 
+def test_a_tool_that_never_answers_times_out_and_the_model_goes_on(fake_server) -> None:
+    hanging = {"weather": {**STDIO["servers"]["weather"], "env": {"WEATHER_SERVER_HANG": "1"}}}
+    configure({"servers": hanging, "call_timeout_s": 2})
+
+    def model(request: GenerationRequest) -> list[str]:
+        if "did not answer" in prompt_text(request):
+            return ["It", " timed", " out."]
+        return ['<tool_call>\n{"name": "hang", "arguments": {}}\n</tool_call>']
+
+    app, _ = fake_server(model)
+    started = time.monotonic()
+    data = run(post(app, "/v1/responses", body())).json()
+    elapsed = time.monotonic() - started
+    _, call, message = data["output"]
+    assert call["type"] == "mcp_call" and call["name"] == "hang" and call["status"] == "failed"
+    assert call["error"] == "the tool 'hang' did not answer within 2 s" and call["output"] is None
+    assert message["content"][0]["text"] == "It timed out." and data["status"] == "completed"
+    assert elapsed < 30, elapsed  # the 2 s timeout, plus starting the server on a loaded machine
+
+
 def test_tool_output_is_capped(fake_server) -> None:
     configure({**STDIO, "max_output_chars": 50})
     flood = '<tool_call>\n{"name": "flood", "arguments": {"lines": 1000}}\n</tool_call>'
