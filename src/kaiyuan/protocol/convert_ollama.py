@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from kaiyuan.errors import InvalidRequest, UnsupportedFeature
 from kaiyuan.protocol import ollama as ol
+from kaiyuan.protocol._json_depth import parse_bounded
 from kaiyuan.protocol.convert_shared import (
     NativeChoice,
     log_ignored_options,
@@ -176,7 +177,9 @@ def think_settings(think: bool | str | None) -> tuple[str | None, dict[str, Any]
 def _arguments_text(arguments: dict[str, Any] | str, param: str) -> str:
     if isinstance(arguments, str):
         try:
-            parsed = json.loads(arguments) if arguments.strip() else {}
+            parsed = (
+                parse_bounded(arguments, what="tool call arguments", param=param) if arguments.strip() else {}
+            )
         except json.JSONDecodeError:
             raise InvalidRequest("tool call arguments must be a JSON object", param=param) from None
         if not isinstance(parsed, dict):

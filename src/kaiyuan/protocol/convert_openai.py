@@ -24,6 +24,7 @@ from typing import Any
 
 from kaiyuan.errors import InvalidRequest, KaiyuanError, UnsupportedFeature
 from kaiyuan.protocol import openai as oa
+from kaiyuan.protocol._json_depth import check_text_depth
 from kaiyuan.protocol.convert_shared import NativeChoice, logprob_entries
 from kaiyuan.types import (
     ChatRequest,
@@ -180,7 +181,9 @@ def unset_sampling(req: Any) -> set[str]:
     return unset
 
 
-def native_tool_calls(calls: Sequence[oa.ToolCall] | None) -> list[ToolCall]:
+def native_tool_calls(calls: Sequence[oa.ToolCall] | None, param: str = "messages") -> list[ToolCall]:
+    for i, c in enumerate(calls or []):
+        check_text_depth(c.function.arguments, what="tool call arguments", param=f"{param}.tool_calls[{i}]")
     return [ToolCall(name=c.function.name, arguments=c.function.arguments, id=c.id) for c in calls or []]
 
 
@@ -276,7 +279,7 @@ def _native_message(m: Any, param: str) -> Message:
             role="assistant",
             content=flatten_text(m.content, f"{param}.content"),
             reasoning_content=m.reasoning_content if m.reasoning_content is not None else m.reasoning,
-            tool_calls=native_tool_calls(m.tool_calls),
+            tool_calls=native_tool_calls(m.tool_calls, param),
             name=m.name,
         )
     content = flatten_text(m.content, f"{param}.content")
@@ -637,6 +640,7 @@ def model_object(
         license=oa.LicenseObject(**lic),
         loaded=loaded,
         context_length=info.context_length or None,
+        evals=info.evals or None,
     )
     if alias:
         entry.alias_of = info.name  # set only here: an unset field is left out of the JSON

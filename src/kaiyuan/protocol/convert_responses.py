@@ -23,6 +23,7 @@ from pydantic import TypeAdapter
 
 from kaiyuan.errors import InvalidRequest, UnsupportedFeature
 from kaiyuan.protocol import responses as rs
+from kaiyuan.protocol._json_depth import check_text_depth
 from kaiyuan.protocol.convert_shared import NativeChoice, logprob_entries
 from kaiyuan.types import (
     ChatRequest,
@@ -118,6 +119,8 @@ def items_to_messages(items: Sequence[Any], param: str = "input") -> list[Messag
             )
         if item.type == "mcp_list_tools":
             continue  # what a server offered; the tools themselves are offered again when asked for
+        if item.type in ("mcp_call", "function_call"):
+            check_text_depth(item.arguments, what="tool call arguments", param=f"{where}.arguments")
         if item.type == "mcp_call":
             call = ToolCall(name=item.name, arguments=item.arguments, id=item.id)
             assistant().tool_calls.append(call)

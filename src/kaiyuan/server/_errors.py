@@ -9,6 +9,7 @@ error                            status  notes
 InvalidRequest (and subclasses)  400     ContextOverflow carries the token counts in its message
 request body fails validation     400     OpenAI answers 400 (not FastAPI's 422); ``param`` names the field
 body is not JSON                 400     ``param`` null
+body nests past MAX_JSON_DEPTH   400     checked by the route classes below, before the body is parsed
 AuthenticationError              401     ``WWW-Authenticate: Bearer``
 LicenseDenied                    403     the policy's reasons are appended to the message
 ModelNotFound                    404     close names are suggested in the message
@@ -16,7 +17,8 @@ unknown route / method           404/405
 Overloaded                       429/503 ``Retry-After`` (seconds, rounded up)
 MissingExtra                     501
 other KaiyuanError               its ``http_status`` (EngineError, StoreError …: 500)
-anything else                    500     "internal error", logged with its traceback, never sent
+anything else                    500     "internal error", logged with its traceback, never sent; answered by
+                                         the route classes, so the keep-alive connection stays open
 ===============================  ======  =====================================================
 
 Statuses come from the ``http_status`` attributes the error tree defines (``errors.py``), so the CLI and the
@@ -45,8 +47,10 @@ from kaiyuan.errors import (
     PullError,
 )
 from kaiyuan.protocol import openai as oa
+from kaiyuan.server._body_depth import check_body_depth
 
 __all__ = [
+    "ApiRoute",
     "SkinRoute",
     "error_body",
     "error_message",
@@ -195,6 +199,7 @@ class SkinRoute(APIRoute):
 
         async def route(request: Request) -> Response:
             try:
+                await check_body_depth(request)
                 return await handler(request)
             except RequestValidationError as exc:
                 return self.envelope(400, self.validation_text(exc))
@@ -211,6 +216,36 @@ class SkinRoute(APIRoute):
                 return self.envelope(500, "internal error; the server log has the details")
 
         return route
+
+
+class ApiRoute(APIRoute):
+    """An ``APIRoute`` for the routes that answer in the app's OpenAI envelope: the body's nesting is bounded
+    (a 400), and an unexpected exception is answered here as the 500 envelope. Left to the app-wide handler for
+    ``Exception``, it would run in Starlette's ``ServerErrorMiddleware``, which sends the 500 and then re-raises,
+    so that uvicorn drops the keep-alive connection and the client's next request on it fails."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                await check_body_depth(request)
+                return await handler(request)
+            except (KaiyuanError, RequestValidationError, StarletteHTTPException):
+                raise  # the app's handlers answer these (in Starlette's ExceptionMiddleware: no re-raise)
+            except Exception as exc:
+                return _unexpected(request, exc)
+
+        return route
+
+
+def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    return Response(
+        error_body("internal error; the server log has the details", "server_error", None, "internal_error"),
+        status_code=500,
+        media_type="application/json",
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -243,14 +278,7 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-        return Response(
-            error_body(
-                "internal error; the server log has the details", "server_error", None, "internal_error"
-            ),
-            status_code=500,
-            media_type="application/json",
-        )
+        return _unexpected(request, exc)
 
     app.add_exception_handler(KaiyuanError, on_kaiyuan_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -16,12 +16,13 @@ from pydantic import BaseModel, Field
 
 from kaiyuan import __version__
 from kaiyuan.mcp import mcp_settings
+from kaiyuan.server._errors import ApiRoute
 from kaiyuan.server._metrics import CONTENT_TYPE
 from kaiyuan.server._runtime import get_runtime
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["kaiyuan"])
+router = APIRouter(tags=["kaiyuan"], route_class=ApiRoute)
 
 
 class Health(BaseModel):

@@ -21,6 +21,7 @@ from kaiyuan.errors import InvalidRequest, KaiyuanError, ModelNotFound
 from kaiyuan.license import license_summary
 from kaiyuan.protocol import convert_openai, convert_shared
 from kaiyuan.protocol import openai as oa
+from kaiyuan.server._errors import ApiRoute
 from kaiyuan.server._generation import begin
 from kaiyuan.server._http import EventStreamResponse, sse_events
 from kaiyuan.server._runtime import Runtime, get_runtime
@@ -51,7 +52,7 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
     }
 }
 
-router = APIRouter(prefix="/v1", tags=["openai"], responses=_ERRORS)
+router = APIRouter(prefix="/v1", tags=["openai"], responses=_ERRORS, route_class=ApiRoute)
 
 
 def _json(obj: Any) -> Response:

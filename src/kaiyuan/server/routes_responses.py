@@ -25,6 +25,7 @@ from kaiyuan.mcp import McpHub, McpUse, ToolListing, mcp_settings, run_tool_loop
 from kaiyuan.protocol import convert_responses as conv
 from kaiyuan.protocol import openai as oa
 from kaiyuan.protocol import responses as rs
+from kaiyuan.server._errors import ApiRoute
 from kaiyuan.server._generation import Running, begin, named_sse
 from kaiyuan.server._http import EventStreamResponse
 from kaiyuan.server._response_store import ResponseStore, StoredResponse
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(
     prefix="/v1",
     tags=["responses"],
+    route_class=ApiRoute,
     responses={
         status: {"model": oa.ErrorResponse, "description": text}
         for status, text in (
