@@ -23,9 +23,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield from start_server(tmp_path_factory.mktemp("agents-home"))
 
 
-def test_agent_with_a_function_tool_runs_to_a_final_answer(server: Server) -> None:
-    from openai import AsyncOpenAI
-
+def test_agent_with_a_function_tool_runs_to_a_final_answer(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # set up as the README says: the SDK's default client reads OPENAI_BASE_URL; tracing off, or the SDK would
+    # upload the run to api.openai.com
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "none")
+    monkeypatch.setenv("OPENAI_AGENTS_DISABLE_TRACING", "1")
     asked: list[str] = []
 
     @agents.function_tool
@@ -34,26 +39,18 @@ def test_agent_with_a_function_tool_runs_to_a_final_answer(server: Server) -> No
         asked.append(city)
         return f"The weather in {city} is sunny, 25C."
 
-    client = AsyncOpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
     agent = agents.Agent(
         name="weather",
         instructions="Answer questions about the weather. Use the get_weather tool.",
         tools=[get_weather],
-        model=agents.OpenAIResponsesModel(model="smollm2", openai_client=client),
+        model="smollm2",
         # the first turn must call the tool (a 135M model might answer from its own head); the SDK resets
         # tool_choice after the call (reset_tool_choice), so the second turn is free to answer
         model_settings=agents.ModelSettings(tool_choice="required", temperature=0, max_tokens=96),
     )
 
     async def run() -> object:
-        try:
-            # tracing off: it would upload the run to api.openai.com
-            config = agents.RunConfig(tracing_disabled=True)
-            return await agents.Runner.run(
-                agent, "What is the weather in Paris?", max_turns=4, run_config=config
-            )
-        finally:
-            await client.close()
+        return await agents.Runner.run(agent, "What is the weather in Paris?", max_turns=4)
 
     result = asyncio.run(run())
     kinds = [item.type for item in result.new_items]  # type: ignore[attr-defined]
