@@ -21,7 +21,7 @@ from typing import Any
 
 from kaiyuan.chat import ChatModel
 from kaiyuan.engine import EngineShare, EngineStats, describe_engine
-from kaiyuan.errors import ConfigError
+from kaiyuan.errors import ConfigError, EngineError, KaiyuanError
 
 __all__ = ["LoadedModel", "ModelLease", "ModelManager"]
 
@@ -113,7 +113,7 @@ class ModelManager:
                 entry = self._take(canonical)
                 if entry is None:
                     log.info("loading model %s", canonical)
-                    model = await asyncio.to_thread(self._loader, canonical)
+                    model = await asyncio.to_thread(self._load, canonical)
                     entry = LoadedModel(canonical, model, leases=1)
                     with self._mutex:
                         self._loaded[canonical] = entry
@@ -131,12 +131,30 @@ class ModelManager:
         its canonical name. Models beyond ``max_loaded`` are unloaded as usual."""
         canonical = self._resolve(name)
         if self._take(canonical) is None:
-            entry = LoadedModel(canonical, self._loader(canonical), leases=1)
+            entry = LoadedModel(canonical, self._load(canonical), leases=1)
             with self._mutex:
                 self._loaded[canonical] = entry
         asyncio.run(self._evict_beyond_limit())
         self._release(self._loaded[canonical])
         return canonical
+
+    def _load(self, canonical: str) -> ChatModel:
+        """Run the loader; what it raises outside kaiyuan's error tree (a bug, or a backend failing in a way
+        nobody wrapped) becomes an ``EngineError`` that names the model, what failed and what to do, instead of
+        the anonymous "internal error". Nothing of a failed load is kept: other models serve on, and the next
+        request for this one tries again."""
+        try:
+            return self._loader(canonical)
+        except KaiyuanError:
+            raise
+        except Exception as exc:
+            first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+            what = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+            raise EngineError(
+                f"could not load model {canonical} ({what}); the models already loaded keep serving. Check the "
+                f"model with `kaiyuan show {canonical}` (re-import or re-pull it if it is damaged); if it looks "
+                "right, this is a kaiyuan bug: report it with the server log's traceback"
+            ) from exc
 
     def _take(self, canonical: str) -> LoadedModel | None:
         with self._mutex:
