@@ -89,7 +89,10 @@ def test_a_switched_on_server_is_called_and_the_call_shows_folded(page: Page, se
     expect(tools).to_have_text("Tools · 1 on")
 
     chat.ask("What is the weather in Paris?")
+    # the loop runs to its end before anything arrives: meanwhile the answer says what it waits for
+    expect(chat.answers.last.locator(".tools-pending")).to_have_text("Working with tools (weather)…")
     answer = chat.wait_reply()
+    expect(answer.locator(".tools-pending")).to_have_count(0)
     expect(answer.locator(".msg-error")).to_have_count(0)
     call = answer.locator("details.tool-call").first
     expect(call.locator("summary")).to_have_text("Tool call · weather.get_weather")

@@ -455,6 +455,13 @@ function buildMessage(message, index, isLast, live) {
   }
   if (message.reasoning) article.appendChild(buildThinking(message, live));
   if (message.tools) article.appendChild(buildToolCalls(message.tools));
+  if (live && message.toolServers && !message.content && !message.tools) {
+    // the tool loop runs to its end before anything arrives: say what the wait is
+    const wait = document.createElement("div");
+    wait.className = "msg-note tools-pending";
+    wait.textContent = `Working with tools (${message.toolServers.join(", ")})…`;
+    article.appendChild(wait);
+  }
   const body = document.createElement("div");
   body.className = "msg-body markdown";
   body.appendChild(renderMarkdown(message.content));
@@ -564,6 +571,7 @@ function renderStreaming() {
     details.querySelector("summary").textContent = thinkingSummary(message, !message.content);
     details.querySelector(".thinking-body").textContent = message.reasoning;
   }
+  if (message.content || message.tools) node.querySelector(".tools-pending")?.remove();
   const calls = node.querySelector(".tool-calls");
   if (message.tools && (!calls || calls.childElementCount !== message.tools.length)) {
     const fresh = buildToolCalls(message.tools);
@@ -631,6 +639,7 @@ async function generate(conv) {
   if (servers.length) {
     const body = toolsRequest({ model, messages: conv.messages, settings: state.settings, servers });
     steps = () => toolSteps(body, options);
+    message.toolServers = servers; // shown while the loop runs, not kept
   } else {
     const payload = {
       model,
@@ -693,6 +702,7 @@ async function generate(conv) {
       delete message.reasoningMs;
     }
     if (!message.truncated) delete message.truncated;
+    delete message.toolServers;
     state.streaming = null;
     conv.updated = Date.now();
     persist();
