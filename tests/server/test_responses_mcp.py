@@ -5,6 +5,7 @@ but a configured server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -19,7 +20,7 @@ import httpx
 import pytest
 
 from kaiyuan.engine import GenerationRequest
-from tests.server._support import get, post, run
+from tests.server._support import get, post, run, stream_then_disconnect
 
 SERVER = str(Path(__file__).parents[1] / "mcp" / "weather_server.py")
 STDIO = {"servers": {"weather": {"command": sys.executable, "args": [SERVER]}}}
@@ -162,6 +163,26 @@ def test_a_tool_that_never_answers_times_out_and_the_model_goes_on(fake_server) 
     assert call["error"] == "the tool 'hang' did not answer within 2 s" and call["output"] is None
     assert message["content"][0]["text"] == "It timed out." and data["status"] == "completed"
     assert elapsed < 30, elapsed  # the 2 s timeout, plus starting the server on a loaded machine
+
+
+def test_a_client_that_leaves_mid_loop_stops_it(fake_server) -> None:
+    # what the web chat's Stop does: after the tool call the model would write a long answer; leaving ends it
+    configure(STDIO)
+
+    def model(request: GenerationRequest) -> list[str]:
+        return ["tok"] * 5000 if "sunny, 25C" in prompt_text(request) else [CALL]
+
+    app, models = fake_server(model, delay=0.002, n_ctx=20000)
+
+    async def scenario() -> None:
+        # the client leaves after response.created and .in_progress, while the loop is at its first turn or
+        # tool call; the app returns (a loop that went on would write the long answer first)
+        await stream_then_disconnect(app, "/v1/responses", body(stream=True), after_chunks=2)
+        await asyncio.sleep(0.5)
+        engine = models.engines.get("fake:latest")
+        assert engine is None or (engine.stats().running == 0 and len(engine.requests) <= 1)
+
+    run(scenario())
 
 
 def test_tool_output_is_capped(fake_server) -> None:
