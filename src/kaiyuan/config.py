@@ -26,6 +26,7 @@ Environment variables (each maps to the field of the same name):
     KAIYUAN_MAX_REPLICAS    autoscaling upper bound on Ray; default: the replica count
     KAIYUAN_RAY_ADDRESS     Ray cluster to join (host:port); default none: start a local one
     KAIYUAN_DRAIN_TIMEOUT   seconds SIGTERM waits for in-flight requests to finish; default 30
+    KAIYUAN_SCALE_DOWN_DELAY  seconds autoscaling waits, load being low, before removing a replica; default 600
     KAIYUAN_ROUTING         replicas: prefix (cache affinity, else least busy) | round_robin; default prefix
     KAIYUAN_ENGINE          auto | llama.cpp | vllm; default auto (HF folders on vLLM when installed, GGUF on llama.cpp)
     KAIYUAN_GPU_LAYERS      llama.cpp layers offloaded to the GPU; default: all when llama.cpp has a GPU backend, else 0
@@ -90,6 +91,9 @@ class Settings:
     max_replicas: int | None = None  # autoscaling upper bound (count); None = replicas
     ray_address: str | None = None  # Ray cluster to join (host:port); None = start a local one
     drain_timeout: int = 30  # seconds SIGTERM waits for in-flight requests before stopping
+    scale_down_delay: int = (
+        600  # seconds of low load before autoscaling removes a replica (Ray Serve's default)
+    )
     routing: str = "prefix"  # replica choice: prefix (cache affinity, else least busy) | round_robin
     engine: str = "auto"  # auto | llama.cpp | vllm: which engine serves a model
     gpu_layers: int | None = (
@@ -153,6 +157,7 @@ _FIELD_TYPES: dict[str, type] = {
     "max_replicas": int,
     "ray_address": str,
     "drain_timeout": int,
+    "scale_down_delay": int,
     "routing": str,
     "engine": str,
     "gpu_layers": int,

@@ -1,5 +1,7 @@
-"""Autoscaling bounds: ``kaiyuan serve --replicas 1 --min-replicas 1 --max-replicas 2`` starts one replica and Ray
-Serve adds the second when more requests are in flight than one replica's target (``--parallel``)."""
+"""Autoscaling bounds: ``kaiyuan serve --replicas 1 --min-replicas 1 --max-replicas 2`` starts one replica, Ray
+Serve adds the second when more requests are in flight than one replica's target (``--parallel``), and with
+``--scale-down-delay 5`` removes it again once the load is gone — a removal, not a replica lost. One cluster for
+both directions: a local Ray cluster on 2 busy cores takes most of a minute to start."""
 
 from __future__ import annotations
 
@@ -13,11 +15,18 @@ from tests.cluster._support import start_cluster_server
 
 pytestmark = pytest.mark.slow
 
+SCALE_DOWN_DELAY_S = 5
+# Ray Serve averages requests in flight over a 30 s look-back before it decides; then the delay; then the
+# replica drains and stops. Bounded well above that sum on a loaded machine.
+SCALE_DOWN_TIMEOUT_S = 180
 
-def test_load_brings_a_second_replica_and_never_a_third(tmp_path: Path) -> None:
+
+def test_load_brings_a_second_replica_never_a_third_and_idleness_takes_it_away(tmp_path: Path) -> None:
     servers = start_cluster_server(
-        tmp_path / "home", "--replicas", "1", "--min-replicas", "1", "--max-replicas", "2", "--parallel", "2"
-    )
+        tmp_path / "home",
+        "--replicas", "1", "--min-replicas", "1", "--max-replicas", "2", "--parallel", "2",
+        "--scale-down-delay", str(SCALE_DOWN_DELAY_S),
+    )  # fmt: skip
     server = next(servers)
     try:
         assert server.metrics()["kaiyuan_replicas"][""] == 1
@@ -42,5 +51,20 @@ def test_load_brings_a_second_replica_and_never_a_third(tmp_path: Path) -> None:
         assert seen == 2, "Ray Serve did not add a replica under load"
         assert all(f in ("stop", "length") for f in finishes)
         assert server.metrics()["kaiyuan_replicas"][""] <= 2
+
+        # No load: back down to the minimum, and the removed replica is not counted as lost.
+        started = time.time()
+        while time.time() < started + SCALE_DOWN_TIMEOUT_S and server.metrics()["kaiyuan_replicas"][""] > 1:
+            time.sleep(2)
+        metrics = server.metrics()
+        assert metrics["kaiyuan_replicas"][""] == 1, (
+            f"Ray Serve did not remove the idle replica in {SCALE_DOWN_TIMEOUT_S} s"
+        )
+        assert metrics.get("kaiyuan_replicas_lost_total", {}).get("", 0) == 0
+        assert len(server.replica_pids()) == 1
+        # The one replica left serves.
+        answer = oa.chat.completions.create(model="smollm2", messages=story, max_tokens=4)
+        assert answer.choices[0].finish_reason in ("stop", "length")
+        print(f"scaled down {time.time() - started:.0f} s after the load ended")
     finally:
         servers.close()

@@ -43,12 +43,20 @@ def test_autoscaling_bounds(monkeypatch) -> None:
     )
     assert result.exit_code == 0, result.output
     (replicas, _) = _validated(result.output)["applications"][0]["deployments"]
+    assert replicas["autoscaling_config"]["downscale_delay_s"] == 600.0  # Ray Serve's own default
+    result = CliRunner().invoke(
+        cli,
+        ["serve", "--min-replicas", "1", "--max-replicas", "4", "--scale-down-delay", "20", "--print-config"],
+    )
+    assert result.exit_code == 0, result.output
+    (replicas, _) = _validated(result.output)["applications"][0]["deployments"]
     assert "num_replicas" not in replicas
     assert replicas["autoscaling_config"] == {
         "min_replicas": 1,
         "max_replicas": 4,
-        "initial_replicas": 2,
+        "initial_replicas": 1,
         "target_ongoing_requests": 4,
+        "downscale_delay_s": 20.0,
     }
 
 

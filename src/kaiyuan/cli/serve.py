@@ -163,6 +163,12 @@ def _configure_logging(settings: Settings) -> None:
     help="With --replicas: seconds SIGTERM waits for requests in flight before stopping (default 30).",
 )
 @click.option(
+    "--scale-down-delay",
+    type=int,
+    default=None,
+    help="With --min-replicas/--max-replicas: seconds of low load before a replica is removed (default 600).",
+)
+@click.option(
     "--routing",
     type=click.Choice(["prefix", "round_robin"]),
     default=None,
