@@ -140,3 +140,24 @@ def test_switched_off_tools_use_chat_completions(page: Page, server: Server) -> 
     answer = chat.wait_reply()
     expect(answer.locator(".msg-error")).to_have_count(0)
     assert paths == ["v1/chat/completions"] and answer.locator("details.tool-call").count() == 0
+
+
+def test_tools_menu_fits_a_phone(browser: Browser, server: Server) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True)
+    page = context.new_page()
+    try:
+        ChatPage(page, server.url).open()
+        page.get_by_role("button", name="Tools").click()
+        menu = page.get_by_role("group", name="MCP tools")
+        for control in (
+            menu.get_by_role("switch", name="weather"),
+            menu.get_by_role("checkbox", name="Call a tool before answering"),
+        ):
+            box = control.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+        panel = menu.bounding_box()
+        assert panel is not None and panel["x"] >= 0 and panel["x"] + panel["width"] <= 390, panel
+        menu.get_by_role("switch", name="weather").tap()
+        expect(page.get_by_role("button", name="Tools")).to_have_text("Tools · 1 on")
+    finally:
+        context.close()
