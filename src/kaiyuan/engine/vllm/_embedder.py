@@ -26,7 +26,7 @@ from typing import Any
 from kaiyuan.engine.vllm._cpu_env import env_without, start_lock
 from kaiyuan.errors import ContextOverflow, EngineError, InvalidRequest
 
-__all__ = ["Pooler", "embed_inputs"]
+__all__ = ["Pooler", "embed_inputs", "kv_bytes_for"]
 
 log = logging.getLogger(__name__)
 

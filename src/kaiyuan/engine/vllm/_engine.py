@@ -30,10 +30,11 @@ from kaiyuan.engine._handle import GenerationHandle
 from kaiyuan.engine._hf_vocabulary import HFVocabulary
 from kaiyuan.engine._protocol import EngineStats, GenerationRequest
 from kaiyuan.engine.vllm._cpu_env import start_lock
-from kaiyuan.engine.vllm._embedder import Pooler, embed_inputs
+from kaiyuan.engine.vllm._embedder import Pooler, embed_inputs, kv_bytes_for
 from kaiyuan.engine.vllm._lora_check import check_lora_fits
 from kaiyuan.engine.vllm._params import grammar_for_vllm
 from kaiyuan.engine.vllm._phases import PhaseRunner, RequestCounters
+from kaiyuan.engine.vllm._wakeups import BatchedHandle, StepWaker
 from kaiyuan.errors import EngineError, InvalidRequest, Overloaded
 
 __all__ = ["VllmEngine", "VllmOptions"]
@@ -91,11 +92,16 @@ class _Stats:
 
 
 def _stat_logger_class(sink: _Stats) -> type:
-    from vllm.v1.metrics.loggers import StatLoggerBase
+    """A stat logger that keeps the scheduler's latest figures in ``sink``.
 
-    class KaiyuanStatLogger(StatLoggerBase):
-        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
-            self.engine_index = engine_index
+    It takes the place of vLLM's ``PrometheusStatLogger`` (vLLM adds one unless a custom logger is one): that
+    logger updates some forty metrics in the global Prometheus registry on every step, which kaiyuan's
+    ``/metrics`` (its own registry) never exports, and at 8 streams on a small CPU the work shows in tokens/s."""
+    from vllm.v1.metrics.loggers import PrometheusStatLogger
+
+    class KaiyuanStatLogger(PrometheusStatLogger):
+        def __init__(self, vllm_config: Any, engine_indexes: list[int] | None = None) -> None:
+            self.engine_indexes = engine_indexes or [0]  # no super().__init__: it registers the metrics
 
         def record(
             self,
@@ -111,6 +117,15 @@ def _stat_logger_class(sink: _Stats) -> type:
             sink.kv_usage = float(scheduler_stats.kv_cache_usage)
             sink.lora_running = dict(getattr(scheduler_stats, "running_lora_adapters", {}) or {})
             sink.lora_waiting = dict(getattr(scheduler_stats, "waiting_lora_adapters", {}) or {})
+
+        def record_sleep_state(self, sleep: int = 0, level: int = 0) -> None:
+            pass
+
+        def record_admission_rejection(self, reason: str) -> None:
+            pass
+
+        def log(self) -> None:
+            pass
 
         def log_engine_initialized(self) -> None:
             pass
@@ -152,6 +167,7 @@ class VllmEngine:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="kaiyuan-vllm", daemon=True)
         self._thread.start()
+        self._waker = StepWaker(self._loop, self._thread)
         try:
             self.llm = self._call(self._start(n_ctx, n_parallel))
         except BaseException:
@@ -213,6 +229,10 @@ class VllmEngine:
             # (tens of tokens) uncached. 32 is the smallest size the CPU attention kernels are tuned for.
             block_size=opts.block_size or (32 if _on_cpu() else None),
         )
+        if _on_cpu() and opts.kv_cache_gib is None and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+            # vLLM's CPU default asks for 90% of the machine's memory and refuses to start when that much is
+            # not free; room for every sequence slot at full context is what the settings can use.
+            settings["kv_cache_memory_bytes"] = n_parallel * kv_bytes_for(Path(self.model_path), n_ctx)
         args = AsyncEngineArgs(**settings)
         try:
             with start_lock:
@@ -323,7 +343,7 @@ class VllmEngine:
             for future in running:
                 future.cancel()
 
-        handle = GenerationHandle(len(request.prompt), on_cancel=cancel)
+        handle = BatchedHandle(len(request.prompt), self._waker, on_cancel=cancel)
         self._counters.prompt_tokens += len(request.prompt)
         limit = generation_limit(request, self.n_ctx)
         if limit == 0:

@@ -181,7 +181,10 @@ class PhaseRunner:
                 for i, token in enumerate(completion.token_ids):
                     if token in self._eog and completion.finish_reason == "stop":
                         return "eog"  # not streamed, as on llama.cpp
-                    chosen, top = self._logprobs(logprobs[i] if i < len(logprobs) else None, token, top_n)
+                    if logprobs:
+                        chosen, top = self._logprobs(logprobs[i] if i < len(logprobs) else None, token, top_n)
+                    else:  # the common case, once per token and stream: no call
+                        chosen, top = None, []
                     if self._emit(state, token, chosen, top):
                         return "trigger"
                 if completion.finish_reason is not None:
