@@ -179,3 +179,4 @@ class ModelInfo:
     adapters: list[str] = field(default_factory=list)  # GGUF LoRA adapter files applied on top of ``path``
     license: LicenseSummary = field(default_factory=LicenseSummary)
     details: dict[str, Any] = field(default_factory=dict)
+    evals: list[dict[str, Any]] = field(default_factory=list)  # kaiyuan eval's records (docs/eval.md)

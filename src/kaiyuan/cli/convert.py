@@ -37,14 +37,21 @@ __all__ = ["convert_command"]
     help="--to hf: the float type of the dequantized weights.",
 )
 @click.option("--force", "-f", is_flag=True, help="Replace a model that already has the new name.")
+@click.option(
+    "--no-eval",
+    is_flag=True,
+    help="Do not measure the result against MODEL (by default: KL divergence, top-1 agreement and PPL ratio on "
+    "4 windows of 128 tokens of kaiyuan's corpus, recorded on the new model; kaiyuan eval gives full figures).",
+)
 def convert_command(
-    model: str, to: str, quant: str | None, name: str | None, dtype: str, force: bool
+    model: str, to: str, quant: str | None, name: str | None, dtype: str, force: bool, no_eval: bool
 ) -> None:
     """Convert a model between GGUF and Hugging Face format (a new model in the store).
 
     GGUF → Hugging Face dequantizes the weights into safetensors (for vLLM and transformers); Hugging Face →
     GGUF writes llama.cpp's format (llama, qwen2 and qwen3 architectures), then quantizes with --quant. The new
-    model inherits MODEL's license and records the conversion in its lineage. Needs the tune extra
+    model inherits MODEL's license and records the conversion in its lineage, and what the conversion cost
+    (measured against MODEL unless --no-eval) on its manifest. Needs the tune extra
     (pip install 'kaiyuan[tune]').
 
     \b
@@ -88,9 +95,25 @@ def convert_command(
 
     with progress:
         manifest = convert_model(
-            store, settings, model, to, quant=quant, name=name, dtype=dtype, overwrite=force, progress=report
+            store,
+            settings,
+            model,
+            to,
+            quant=quant,
+            name=name,
+            dtype=dtype,
+            overwrite=force,
+            measure=not no_eval,
+            progress=report,
         )
     click.echo(
         f"converted {model} to {manifest.full_name} ({'Hugging Face' if manifest.is_folder else 'GGUF'}, "
         f"{manifest.quantization or 'unknown type'}, license {manifest.license_id})"
     )
+    cost = next((r for r in reversed(manifest.evals) if r.get("kind") == "against" and r.get("quick")), None)
+    if cost is not None:
+        click.echo(
+            f"cost against {model}: mean KL {cost['kl']['mean']:.4f}, top-1 agreement "
+            f"{cost['top1_agreement'] * 100:.1f}%, PPL ratio {cost['ppl_ratio']:.4f} (quick: {cost['windows']} "
+            f"windows of {cost['n_ctx']} tokens of kaiyuan's corpus; kaiyuan eval gives full figures)"
+        )

@@ -1,7 +1,9 @@
-"""``kaiyuan eval MODEL [--text FILE] [--against REF]``: perplexity, or the cost against a reference, measured.
+"""``kaiyuan eval MODEL [--text FILE | --chat FILE.jsonl] [--against REF]``: perplexity, the cost against a
+reference, or a tuned model on held-out chats, measured.
 
 Owns the command's options, its progress bar and how the figures are printed; the work is
-``kaiyuan.eval.evaluate``, which also records the result on MODEL's manifest (``kaiyuan show`` lists it).
+``kaiyuan.eval.evaluate`` / ``evaluate_chats``, which also record the result on MODEL's manifest (``kaiyuan show``
+lists it).
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ def _rows(result: object) -> list[tuple[str, str]]:
     "corpus, 2,238 tokens]",
 )
 @click.option(
+    "--chat",
+    "chat",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Held-out chats (JSONL, the assistant's reference answer last; optional per-line 'regex' or 'schema'): "
+    "report the loss on assistant tokens and how many greedy answers match, beside --against (the base).",
+)
+@click.option(
     "--against",
     "-a",
     metavar="REF",
@@ -57,9 +66,8 @@ def _rows(result: object) -> list[tuple[str, str]]:
 @click.option(
     "--ctx",
     type=click.IntRange(16),
-    default=512,
-    show_default=True,
-    help="Window size in tokens (llama-perplexity's -c); the second half of each window is scored.",
+    help="Window size in tokens (llama-perplexity's -c); the second half of each window is scored. "
+    "[default: 512; with --chat, the context of each chat: 2048]",
 )
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for llama.cpp. [default: all cores]")
 @click.option("--no-record", is_flag=True, help="Do not record the result on MODEL's manifest.")
@@ -67,13 +75,14 @@ def _rows(result: object) -> list[tuple[str, str]]:
 def eval_command(
     model: str,
     text: Path | None,
+    chat: Path | None,
     against: str | None,
-    ctx: int,
+    ctx: int | None,
     threads: int | None,
     no_record: bool,
     as_json: bool,
 ) -> None:
-    """Measure a model's perplexity over a text, or what quantizing, converting or tuning cost against REF.
+    """Measure a model's perplexity, what quantizing or converting cost against REF, or a tuned model on chats.
 
     Uses llama.cpp's perplexity method (windows of --ctx tokens, the second half of each scored), so the
     figures compare with llama-perplexity's. The result is recorded on MODEL and shown by kaiyuan show.
@@ -82,7 +91,14 @@ def eval_command(
     Examples:
       kaiyuan eval smollm2
       kaiyuan eval mymodel:q4_k_m --against mymodel:f16 --text wiki.test.raw
+      kaiyuan eval mytuned --chat held-out.jsonl --against smollm2
     """
+    if chat is not None:
+        if text is not None:
+            raise click.UsageError("give --text (perplexity) or --chat (held-out chats), not both")
+        _eval_chats(model, chat, against, ctx or 2048, threads, no_record, as_json)
+        return
+    ctx = ctx or 512
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -138,3 +154,58 @@ def eval_command(
         click.echo(f"  {key:<{width}}  {value}")
     if not no_record:
         click.echo(f"recorded on {result.model} (kaiyuan show {result.model})")
+
+
+def _eval_chats(
+    model: str, chat: Path, against: str | None, ctx: int, threads: int | None, no_record: bool, as_json: bool
+) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from kaiyuan.config import load_settings
+    from kaiyuan.eval import evaluate_chats
+    from kaiyuan.store import ModelStore
+
+    settings = load_settings(threads=threads)
+    store = ModelStore.from_settings(settings)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("chats"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    tasks: dict[str, object] = {}
+
+    def report(name: str, done: int, total: int) -> None:
+        if not progress.live.is_started:
+            progress.start()
+        if name not in tasks:
+            tasks[name] = progress.add_task(name, total=total)
+        progress.update(tasks[name], completed=done)  # type: ignore[arg-type]
+
+    try:
+        result = evaluate_chats(
+            store, model, chat, against=against, n_ctx=ctx, n_threads=settings.threads, progress=report,
+            record=not no_record,
+        )  # fmt: skip
+    finally:
+        if progress.live.is_started:
+            progress.stop()
+    if as_json:
+        click.echo(json.dumps(result.record, indent=2, ensure_ascii=False))
+        return
+    checks = ", ".join(f"{n} {kind}" for kind, n in result.record["checks"].items() if n)
+    click.echo(
+        f"{result.model.name} on {result.chats.name}: {len(result.chats.cases)} chats ({checks} checks)"
+    )
+    scores = [result.model, *([result.reference] if result.reference else [])]
+    width = max(len(s.name) for s in scores)
+    click.echo(f"  {'model':<{width}}  {'answers matched':>15}  {'assistant-token loss':>20}")
+    for score in scores:
+        matched = f"{score.matched}/{score.examples} ({score.match_rate * 100:.0f}%)"
+        click.echo(f"  {score.name:<{width}}  {matched:>15}  {score.loss:>20.4f}")
+    if not no_record:
+        click.echo(f"recorded on {result.model.name} (kaiyuan show {result.model.name})")

@@ -30,6 +30,12 @@ _QUANTS = ["Q8_0", "Q4_K_M", "Q4_1", "Q4_0", "Q5_K_M", "Q6_K", "F16", "F32"]
     "--bundle", type=click.Path(file_okay=False, path_type=Path), help="Write a release bundle folder."
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing output file or bundle folder.")
+@click.option(
+    "--no-eval",
+    is_flag=True,
+    help="Do not measure a merged or re-quantized file against its source (by default: KL divergence, top-1 "
+    "agreement and PPL ratio on 4 windows of 128 tokens of kaiyuan's corpus, recorded on the source).",
+)
 def export_command(
     name: str,
     fmt: str | None,
@@ -38,8 +44,13 @@ def export_command(
     output: Path | None,
     bundle: Path | None,
     force: bool,
+    no_eval: bool,
 ) -> None:
-    """Export model NAME (an adapter as GGUF LoRA, merged into its base, or as a release bundle)."""
+    """Export model NAME (an adapter as GGUF LoRA, merged into its base, or as a release bundle).
+
+    A merged or re-quantized file is measured against its source by default and fails the release when the
+    policy's max_kl, max_ppl_ratio or min_top1 (kaiyuan.toml [policy]) is passed.
+    """
     from kaiyuan.config import load_settings
     from kaiyuan.export import export_model
 
@@ -52,6 +63,7 @@ def export_command(
         output=output,
         bundle=bundle,
         force=force,
+        measure=not no_eval,
     )
     for path in result.files:
         click.echo(str(path))

@@ -212,29 +212,37 @@ def show_command(target: str, as_json: bool, policy_file: Path | None) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per model.")
 def check_command(targets: tuple[str, ...], policy_file: Path | None, action: str, as_json: bool) -> None:
-    """Check models against the license policy: exit 0 if all are allowed, 1 if any is denied, 2 on usage errors."""
-    from kaiyuan.license import evaluate
+    """Check models against the license policy: exit 0 if all are allowed, 1 if any is denied, 2 on usage errors.
+
+    A policy with release-quality thresholds (max_kl, max_ppl_ratio, min_top1) also fails a store model whose
+    recorded quantization cost (kaiyuan eval MODEL --against SOURCE) passes them.
+    """
+    from kaiyuan.license import evaluate, get_catalog, parse_policy, quality_reasons
 
     try:
         policy = _load_policy(policy_file)
+        parsed = parse_policy(policy, get_catalog())
         loaded = [(target, *_load_model(target)) for target in targets]
         reports = [evaluate(model, policy, action=action, resolver=resolver) for _, model, resolver in loaded]
     except (ModelNotFound, InvalidModelFile, InvalidRequest, ConfigError) as exc:
         raise click.UsageError(exc.message) from exc
     denied = False
-    for (target, _, _), report in zip(loaded, reports, strict=True):
+    for (target, model, _), report in zip(loaded, reports, strict=True):
         decision = report.policy
         assert decision is not None
-        blocked = not decision.allowed and decision.mode == "enforce"
+        quality = quality_reasons(parsed, {"name": target, **model})
+        allowed = decision.allowed and not quality
+        blocked = not allowed and decision.mode == "enforce"
         denied = denied or blocked
         if as_json:
-            click.echo(json.dumps({"target": target, "license": report.license.id, **decision.to_json()}))
+            fields = {**decision.to_json(), "allowed": allowed, "reasons": [*decision.reasons, *quality]}
+            click.echo(json.dumps({"target": target, "license": report.license.id, **fields}))
             continue
-        if decision.allowed:
+        if allowed:
             click.echo(f"allowed  {target}  [{report.license.id}]")
         else:
             click.echo(f"{'DENIED' if blocked else 'warning'}  {target}  [{report.license.id}]")
-            for reason in decision.reasons:
+            for reason in [*decision.reasons, *quality]:
                 click.echo(f"  - {reason}")
     if denied:
         sys.exit(1)

@@ -4,8 +4,10 @@ Owns the order of a conversion: resolve the source, check that the direction and
 the result, judge the new model's license (it inherits everything from its source; relation ``converted``) against
 the policy for ``export`` before any work, convert in a hidden folder inside the store (GGUF → HF with
 ``gguf_to_hf``; HF → GGUF with ``hf_to_gguf``, then ``export.quantize`` for ``quant``), and add the result with
-its lineage. A failure or Ctrl-C leaves no model and no files behind. Must not know: the CLI (progress goes to a
-callback).
+its lineage. A failure or Ctrl-C leaves no model and no files behind. Then, unless told not to, measure the result
+against its source (``kaiyuan.eval.measure_cost``: KL divergence, top-1 agreement, PPL ratio on a short slice of
+the shipped corpus) and record it on the new model, so ``kaiyuan show`` and ``license check`` see what the
+conversion cost. Must not know: the CLI (progress goes to a callback).
 """
 
 from __future__ import annotations
@@ -90,12 +92,51 @@ def convert_model(
     name: str | None = None,
     dtype: str = "bfloat16",
     overwrite: bool = False,
+    measure: bool = True,
     progress: Progress | None = None,
 ) -> Manifest:
     """Convert store model ``model`` to format ``to`` ("hf" or "gguf") and add it as ``name`` (default:
     ``default_name``); returns the new manifest. ``quant`` (``Q4_K_M``, ``Q8_0`` ...) quantizes a GGUF result;
     ``dtype`` is the Hugging Face result's float type. Raises ExportError for an impossible conversion,
-    LicenseDenied when the policy forbids the derivative, ModelExists for a taken name without ``overwrite``."""
+    LicenseDenied when the policy forbids the derivative, ModelExists for a taken name without ``overwrite``.
+    ``measure``: record the quick cost against the source on the new model (``--no-eval`` skips it)."""
+    manifest = _convert(store, settings, model, to, quant, name, dtype, overwrite, progress)
+    if measure:
+        manifest = _measure(store, manifest, store.resolve(model), settings, progress)
+    return manifest
+
+
+def _measure(
+    store: ModelStore, manifest: Manifest, source: Manifest, settings: Settings, progress: Progress | None
+) -> Manifest:
+    """The converted model against its source, quickly, recorded on the converted model."""
+    from kaiyuan.eval import QUICK_CTX, QUICK_WINDOWS, measure_cost, side_of
+    from kaiyuan.eval._record import add_record
+
+    step = f"measuring the cost against {source.full_name} ({QUICK_WINDOWS} windows of {QUICK_CTX} tokens)"
+
+    def on_window(done: int, total: int) -> None:
+        if progress is not None:
+            progress(step, done, total)
+
+    cost = measure_cost(side_of(manifest), side_of(source), n_threads=settings.threads, progress=on_window)
+    current = store.resolve(manifest.full_name)
+    current.evals = add_record(current.evals, cost.record)
+    store.write_manifest(current)
+    return current
+
+
+def _convert(
+    store: ModelStore,
+    settings: Settings,
+    model: str,
+    to: str,
+    quant: str | None,
+    name: str | None,
+    dtype: str,
+    overwrite: bool,
+    progress: Progress | None,
+) -> Manifest:
     from kaiyuan.export import QUANT_CHOICES, quantize
     from kaiyuan.license import derivative, enforce_policy
 

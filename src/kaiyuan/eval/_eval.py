@@ -15,20 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from kaiyuan.errors import InvalidRequest
 from kaiyuan.eval._corpus import Corpus, read_corpus
-from kaiyuan.eval._method import (
-    Comparison,
-    Perplexity,
-    check_same_vocabulary,
-    compare,
-    perplexity,
-)
+from kaiyuan.eval._method import Comparison, Perplexity, perplexity
 from kaiyuan.eval._record import add_record, comparison_record, perplexity_record
+from kaiyuan.eval._sides import Side, compare_sides, open_side
 
 if TYPE_CHECKING:
-    from kaiyuan.eval._scorer import Scorer
     from kaiyuan.store import Manifest, ModelStore
 
-__all__ = ["EvalResult", "evaluate"]
+__all__ = ["EvalResult", "engine_name", "evaluate", "side_of"]
 
 MIN_CTX = 16
 
@@ -43,33 +37,34 @@ class EvalResult:
     record: dict[str, Any]  # what was written to the manifest
 
 
+def side_of(manifest: Manifest) -> Side:
+    """The store model as a side to score: its file (or folder) with its adapters applied."""
+    return Side(
+        manifest.full_name,
+        Path(manifest.model_path),
+        tuple(Path(p) for p in manifest.adapter_paths),
+        manifest.blob.digest,
+    )
+
+
 def _gguf(manifest: Manifest) -> Manifest:
     if manifest.is_folder:
         raise InvalidRequest(
-            f"{manifest.full_name} is a Hugging Face folder; kaiyuan eval scores GGUF models with llama.cpp: "
-            f"convert it first (kaiyuan convert {manifest.full_name} --to gguf)"
+            f"{manifest.full_name} is a Hugging Face folder; kaiyuan eval scores it only against a GGUF "
+            f"(--against) whose tokenizer it borrows: convert it first (kaiyuan convert {manifest.full_name} "
+            f"--to gguf), or give --against"
         )
     return manifest
 
 
-def _open(manifest: Manifest, n_ctx: int, n_threads: int | None) -> Scorer:
-    from kaiyuan.eval._scorer import Scorer
-
-    scorer = Scorer(manifest.model_path, n_ctx=n_ctx, n_threads=n_threads, adapters=manifest.adapter_paths)
-    trained = scorer.model.n_ctx_train
-    if trained and n_ctx > trained:
-        scorer.close()
-        raise InvalidRequest(
-            f"--ctx {n_ctx} is longer than {manifest.full_name} was trained for ({trained} tokens); use a "
-            f"smaller --ctx"
-        )
-    return scorer
-
-
-def _engine_name() -> str:
+def engine_name(*sides: Side) -> str:
+    """The engines that computed a record's figures, with versions."""
     from importlib.metadata import version
 
-    return f"llama.cpp (llama-cpp-python {version('llama-cpp-python')})"
+    name = f"llama.cpp (llama-cpp-python {version('llama-cpp-python')})"
+    if any(side.is_folder for side in sides):
+        name += f" + transformers {version('transformers')}"
+    return name
 
 
 def evaluate(
@@ -88,36 +83,39 @@ def evaluate(
     ``record``."""
     if n_ctx < MIN_CTX:
         raise InvalidRequest(f"--ctx must be at least {MIN_CTX} tokens, not {n_ctx}")
-    manifest = _gguf(store.resolve(model))
-    reference = _gguf(store.resolve(against)) if against is not None else None
+    manifest = store.resolve(model)
+    reference = store.resolve(against) if against is not None else None
     corpus = read_corpus(text)
-    with _open(manifest, n_ctx, n_threads) as scorer:
-        comparison: Comparison | None = None
-        if reference is None:
-            tokens = scorer.tokenize(corpus.text)
-            result = perplexity(scorer, tokens, progress=progress)
-        else:
-            with _open(reference, n_ctx, n_threads) as ref_scorer:
-                check_same_vocabulary(
-                    scorer.vocabulary(), ref_scorer.vocabulary(), (manifest.full_name, reference.full_name)
-                )
-                tokens = ref_scorer.tokenize(corpus.text)
-                comparison = compare(scorer, ref_scorer, tokens, progress=progress)
-                result = comparison.model
+    comparison: Comparison | None = None
+    if reference is None:
+        with open_side(side_of(_gguf(manifest)), n_ctx, n_threads) as scorer:
+            ids = scorer.tokenize(corpus.text)
+            tokens = len(ids)
+            result = perplexity(scorer, ids, progress=progress)
+    else:
+        comparison, tokens = compare_sides(
+            side_of(manifest),
+            side_of(reference),
+            corpus.text,
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            progress=progress,
+        )
+        result = comparison.model
     created = datetime.now(UTC).isoformat(timespec="seconds")
     if comparison is None or reference is None:
-        entry = perplexity_record(result, corpus, tokens=len(tokens), engine=_engine_name(), created=created)
+        entry = perplexity_record(result, corpus, tokens=tokens, engine=engine_name(), created=created)
     else:
         entry = comparison_record(
             comparison,
             corpus,
-            tokens=len(tokens),
+            tokens=tokens,
             against={"name": reference.full_name, "digest": reference.blob.digest},
-            engine=_engine_name(),
+            engine=engine_name(side_of(manifest), side_of(reference)),
             created=created,
         )
     if record:
         current = store.resolve(manifest.full_name)  # read again: the manifest may have changed meanwhile
         current.evals = add_record(current.evals, entry)
         store.write_manifest(current)
-    return EvalResult(manifest.full_name, corpus, len(tokens), result, comparison, entry)
+    return EvalResult(manifest.full_name, corpus, tokens, result, comparison, entry)

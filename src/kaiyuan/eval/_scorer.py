@@ -117,6 +117,29 @@ class Scorer:
             raise EngineError("llama.cpp returned no logits for the window")
         return np.ctypeslib.as_array(ptr, shape=(len(window) - first, self.n_vocab)).copy()
 
+    def greedy(self, prompt: list[int], max_tokens: int) -> list[int]:
+        """The most likely continuation of ``prompt`` (a fresh sequence), token by token, until an end-of-generation
+        token, ``max_tokens`` or the end of the context: deterministic, as an answer check needs."""
+        if not 0 < len(prompt) < self.n_ctx:
+            raise ValueError(f"a prompt holds 1..{self.n_ctx - 1} tokens")
+        lib.llama_memory_clear(lib.llama_get_memory(self.ctx), True)
+        out: list[int] = []
+        step = prompt
+        pos = 0
+        while True:
+            self.batch.clear()
+            self.batch.add(step, pos, 0, logits_last=True)
+            rc = lib.llama_decode(self.ctx, self.batch.ready())
+            if rc != 0:
+                raise EngineError(f"llama.cpp failed to decode {len(step)} tokens (code {rc})")
+            pos += len(step)
+            row = np.ctypeslib.as_array(lib.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,))
+            token = int(row.argmax())
+            if self.model.is_eog(token) or len(out) >= max_tokens or pos >= self.n_ctx:
+                return out
+            out.append(token)
+            step = [token]
+
     def close(self) -> None:
         if getattr(self, "ctx", None):
             lib.llama_free(self.ctx)

@@ -122,10 +122,13 @@ def export_model(
     output: Path | None = None,
     bundle: Path | None = None,
     force: bool = False,
+    measure: bool = True,
     console: Console | None = None,
 ) -> ExportResult:
-    """Export store model ``name``; see the module docstring. Returns what was written."""
-    from kaiyuan.license import enforce_policy, evaluate
+    """Export store model ``name``; see the module docstring. Returns what was written. ``measure``: a merged or
+    re-quantized model file is measured against its source (``kaiyuan.eval.measure_cost``) and judged against the
+    policy's quality thresholds; ``False`` (``--no-eval``) skips it."""
+    from kaiyuan.license import enforce_policy, evaluate, get_catalog, parse_policy, quality_reasons
     from kaiyuan.store import ModelStore
 
     console = console or Console(stderr=True)
@@ -154,6 +157,17 @@ def export_model(
     enforce_policy(
         record, settings.policy, "export", resolver=resolver
     )  # LicenseDenied before any byte is written
+    policy = parse_policy(settings.policy, get_catalog())
+    changes_weights = (is_adapter and merge) or (
+        not is_adapter and quant is not None and quant != file_type_name(_base_file_type(manifest.model_path))
+    )
+    if changes_weights and policy.thresholds and not measure and policy.mode == "enforce":
+        raise ExportError(
+            "--no-eval cannot skip the measurement: the policy in kaiyuan.toml sets a quality threshold "
+            "(max_kl, max_ppl_ratio or min_top1) that this export must be measured against"
+        )
+    if not changes_weights and not (is_adapter and not merge):  # a copy: judged by what is on record
+        _gate(quality_reasons(policy, record), policy.mode, console, written=None)
 
     lora_out = is_adapter and not merge
     if lora_out:
@@ -189,10 +203,23 @@ def export_model(
                 _merge_to(manifest, record, base_record, dest, quant_name or "Q8_0", settings, progress)
             else:
                 _copy_or_quantize(manifest.model_path, dest, quant, settings, progress)
+            cost = None
+            if changes_weights and measure:
+                cost = _measure(store, manifest, dest, quant_name, settings, progress)
+        if cost is not None:
+            console.print(_cost_text(cost, manifest.full_name), highlight=False, soft_wrap=True)
+            what = f"{dest.name} against {manifest.full_name}"
+            _gate(
+                _record_reasons(policy, cost, what),
+                policy.mode,
+                console,
+                written=dest if bundle is None else None,
+            )
         result.files.append(dest)
         if bundle is not None and bundle_tmp is not None:
             texts = _license_texts(record, resolver)
-            _write_bundle(bundle_tmp, evaluate(record, resolver=resolver), dest, texts)
+            rows = _evaluation_rows(store.resolve(manifest.full_name).evals, cost)
+            _write_bundle(bundle_tmp, evaluate(record, resolver=resolver), dest, texts, rows)
             if bundle.exists():
                 shutil.rmtree(bundle)
             bundle_tmp.rename(bundle)
@@ -301,7 +328,81 @@ def _license_texts(record: dict[str, Any], resolve: Any, *, depth: int = 8) -> d
     return texts
 
 
-def _write_bundle(folder: Path, report: Any, model_file: Path, texts: dict[str, str]) -> None:
+def _measure(
+    store: Any, manifest: Any, dest: Path, quant: str | None, settings: Settings, progress: Progress
+) -> Any:
+    """The written file against its source (base + adapter for a merge), quickly; recorded on the source."""
+    from kaiyuan.eval import QUICK_CTX, QUICK_WINDOWS, Side, measure_cost, side_of
+    from kaiyuan.eval._record import add_record
+
+    task = progress.add_task(
+        f"measuring the cost against {manifest.full_name} ({QUICK_WINDOWS} windows of {QUICK_CTX} tokens)",
+        total=QUICK_WINDOWS,
+    )
+
+    def on_window(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    output = {"file": dest.name, "quantization": quant, "digest": "sha256-" + _sha256(dest)}
+    cost = measure_cost(
+        Side(dest.name, dest),
+        side_of(manifest),
+        n_threads=settings.threads,
+        output=output,
+        progress=on_window,
+    )
+    current = store.resolve(manifest.full_name)  # read again: the manifest may have changed meanwhile
+    current.evals = add_record(current.evals, cost.record)
+    store.write_manifest(current)
+    return cost
+
+
+def _cost_text(cost: Any, source: str) -> str:
+    c = cost.comparison
+    return (
+        f"cost against {source}: mean KL {c.kl_mean:.4f}, top-1 agreement {c.top1_agreement * 100:.1f}%, "
+        f"PPL ratio {c.ppl_ratio:.4f} (quick: {c.model.windows} windows of {c.model.n_ctx} tokens of kaiyuan's "
+        f"corpus; kaiyuan eval gives full figures)"
+    )
+
+
+def _record_reasons(policy: Any, cost: Any, what: str) -> list[str]:
+    from kaiyuan.license import record_reasons
+
+    return record_reasons(policy, cost.record, what=what)
+
+
+def _gate(reasons: list[str], mode: str, console: Console, *, written: Path | None) -> None:
+    """Fail the export on the first quality reason (``mode = "warn"``: print them and go on); the file just
+    written is removed, so a failed release leaves nothing behind (a bundle's folder goes with its exception)."""
+    if not reasons:
+        return
+    if mode == "warn":
+        for reason in reasons:
+            console.print(f"warning: {reason}", highlight=False)
+        return
+    if written is not None:
+        written.unlink(missing_ok=True)
+    raise ExportError(
+        f"{reasons[0]}; the release fails and nothing was written (use a wider quantization such as Q8_0, or change [policy] in kaiyuan.toml)"
+    )
+
+
+def _evaluation_rows(evals: list[dict[str, Any]], cost: Any) -> list[tuple[str, str]]:
+    """The model card's Evaluation rows: this export's cost (as "quantization cost"), then the source's other
+    records (earlier exports' costs left out: they describe other files)."""
+    from kaiyuan.eval import describe_record
+
+    rows = []
+    if cost is not None:
+        rows.append(("quantization cost vs the source", describe_record(cost.record)[1]))
+    rows += [describe_record(r) for r in evals if r.get("kind") != "export"]
+    return rows
+
+
+def _write_bundle(
+    folder: Path, report: Any, model_file: Path, texts: dict[str, str], evaluations: list[tuple[str, str]]
+) -> None:
     """LICENSE (with the license texts the store holds), NOTICE, README.md (model card) and the CycloneDX AI-BOM
     next to the model file."""
     from kaiyuan.license import write_cyclonedx_bom, write_license_file, write_model_card, write_notice
@@ -309,5 +410,5 @@ def _write_bundle(folder: Path, report: Any, model_file: Path, texts: dict[str, 
     write_license_file(folder, report, texts=texts)
     write_notice(folder, report)
     description = f"Exported by kaiyuan as `{model_file.name}`."
-    write_model_card(folder, report, description=description)
+    write_model_card(folder, report, description=description, evaluations=evaluations)
     write_cyclonedx_bom(folder, report, sha256=_sha256(model_file), description=description)

@@ -9,6 +9,7 @@ Entry points other packages call:
     license_summary(model)                  short license facts for /v1/models and `kaiyuan list/show`
     evaluate(model, policy=None)            full LicenseReport; .to_json() is the documented stable schema
     detect_from_path(path)                  manifest-shaped dict from a GGUF, a model card or a model folder
+    quality_reasons(policy, model)          why a model's measured quantization cost fails [policy] max_kl etc.
     derivative(name, parents, relation)     the manifest of a model kaiyuan is about to create
     derive_terms(parents, relation)         effective terms of such a model (strictest wins, conflicts reported)
     write_license_file / write_notice / write_model_card / write_cyclonedx_bom   release-bundle writers
@@ -31,6 +32,7 @@ from kaiyuan.license._effective import EffectiveTerms
 from kaiyuan.license._lineage import LineageNode
 from kaiyuan.license._openness import Openness
 from kaiyuan.license._policy import Policy, PolicyDecision, parse_policy
+from kaiyuan.license._quality import quality_reasons, record_reasons
 from kaiyuan.license._record import LicenseRecord, identify
 from kaiyuan.license._release import (
     card_front_matter,
@@ -75,7 +77,9 @@ __all__ = [
     "model_from_gguf_metadata",
     "parse_card",
     "parse_policy",
+    "quality_reasons",
     "read_gguf_metadata",
+    "record_reasons",
     "write_cyclonedx_bom",
     "write_license_file",
     "write_model_card",

@@ -1,7 +1,8 @@
 """The license policy of ``[policy]`` in kaiyuan.toml: parsing it and judging effective terms against it.
 
 Owns the meaning of the policy keys (``allow``, ``deny``, ``commercial``, ``territory``, ``mau``, ``allow_unknown``,
-``mode``) and the decision for one action (import, pull, serve, tune, export). It reads effective terms and
+``mode``, and the release-quality thresholds ``max_kl``, ``max_ppl_ratio``, ``min_top1`` that ``_quality`` judges
+measured figures against) and the decision for one action (import, pull, serve, tune, export). It reads effective terms and
 lineage that ``_report`` computed; it never reads files, and it raises nothing itself: ``enforce_policy`` in
 ``_report`` turns a denial into ``LicenseDenied``.
 
@@ -55,7 +56,18 @@ EU_MEMBERS = frozenset(
     ]
 )
 _TERRITORY_ALIASES = {"UK": "GB", "EL": "GR"}
-_KEYS = ("allow", "deny", "commercial", "territory", "mau", "allow_unknown", "mode")
+_KEYS = (
+    "allow",
+    "deny",
+    "commercial",
+    "territory",
+    "mau",
+    "allow_unknown",
+    "mode",
+    "max_kl",
+    "max_ppl_ratio",
+    "min_top1",
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,14 @@ class Policy:
     mau: int | None = None
     allow_unknown: bool | None = None
     mode: Literal["enforce", "warn"] = "enforce"
+    max_kl: float | None = None  # highest mean KL divergence (nats) of a release against its source
+    max_ppl_ratio: float | None = None  # highest perplexity ratio (release / source)
+    min_top1: float | None = None  # lowest top-1 agreement with the source (0..1)
+
+    @property
+    def thresholds(self) -> bool:
+        """Whether the policy sets any release-quality threshold."""
+        return self.max_kl is not None or self.max_ppl_ratio is not None or self.min_top1 is not None
 
     @property
     def empty(self) -> bool:
@@ -87,6 +107,9 @@ class Policy:
             "mau": self.mau,
             "allow_unknown": self.allow_unknown,
             "mode": self.mode,
+            "max_kl": self.max_kl,
+            "max_ppl_ratio": self.max_ppl_ratio,
+            "min_top1": self.min_top1,
         }
 
 
@@ -144,6 +167,21 @@ def _territories(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(result))
 
 
+def _threshold(raw: dict[str, Any], key: str, low: float, high: float | None) -> float | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or value < low
+        or (high and value > high)
+    ):
+        span = f"between {low} and {high}" if high else f"at least {low}"
+        raise ConfigError(f"[policy] {key} must be a number {span}, got {value!r}")
+    return float(value)
+
+
 def parse_policy(raw: dict[str, Any] | Policy | None, catalog: Catalog) -> Policy:
     """A Policy from the raw ``[policy]`` table; ConfigError names the bad key and what to write instead."""
     if isinstance(raw, Policy):
@@ -177,6 +215,9 @@ def parse_policy(raw: dict[str, Any] | Policy | None, catalog: Catalog) -> Polic
         mau=mau,
         allow_unknown=allow_unknown,
         mode=mode,
+        max_kl=_threshold(raw, "max_kl", 0.0, None),
+        max_ppl_ratio=_threshold(raw, "max_ppl_ratio", 1.0, None),
+        min_top1=_threshold(raw, "min_top1", 0.0, 1.0),
     )
 
 

@@ -172,14 +172,21 @@ def card_front_matter(report: LicenseReport, *, tags: list[str] | None = None) -
     return front
 
 
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def write_model_card(
     path: str | os.PathLike[str],
     model: dict[str, Any] | LicenseReport,
     *,
     description: str = "",
     tags: list[str] | None = None,
+    evaluations: list[tuple[str, str]] | None = None,
 ) -> Path:
-    """Write README.md: Hugging Face YAML front matter, then the lineage, the license and its obligations."""
+    """Write README.md: Hugging Face YAML front matter, then the lineage, the measured figures (``evaluations``:
+    (what, figures) rows, e.g. from ``kaiyuan eval``), the license and its obligations."""
     import yaml
 
     report = _report(model)
@@ -194,6 +201,16 @@ def write_model_card(
             body.append(
                 f"- `{node.repo or node.name}` ({node.license.id}), {node.relation} of `{node.child}`"
             )
+        body.append("")
+    if evaluations:
+        body += [
+            "## Evaluation",
+            "",
+            "Measured by kaiyuan (`kaiyuan eval`; see its docs for the method).",
+            "",
+        ]
+        body += ["| measurement | figures |", "| --- | --- |"]
+        body += [f"| {_cell(label)} | {_cell(line)} |" for label, line in evaluations]
         body.append("")
     body += ["## License", ""]
     governing = governing_license(report)

@@ -570,6 +570,10 @@ class ModelObject(_Response):
         default=None,
         description="When this id is another name for a model (smollm2, smollm2:latest): that model's name:tag.",
     )
+    evals: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="What kaiyuan eval, export and convert measured, as recorded on the model (docs/eval.md).",
+    )
 
 
 class ModelList(_Response):

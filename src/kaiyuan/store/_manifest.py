@@ -201,6 +201,7 @@ class Manifest:
             digest=self.blob.digest,
             created=self.created_timestamp(),
             adapters=[str(p) for p in self.adapter_paths],
+            evals=[dict(record) for record in self.evals],
             license=LicenseSummary(
                 id=self.license_id,
                 name=name if isinstance(name, str) else "",

@@ -228,6 +228,47 @@ function renderBadges() {
     grade.setAttribute("aria-label", `Openness: ${text}${osaid ? `, ${osaid}` : ""}`);
     ui.badges.appendChild(grade);
   }
+  const measured = evalBadge(model);
+  if (measured) ui.badges.appendChild(measured);
+}
+
+// What kaiyuan eval / export / convert measured on the model (records as on its manifest, docs/eval.md): one
+// badge with the most telling figure (the cost against a source, else held-out chats, else perplexity); every
+// record in its tooltip.
+function describeEval(r) {
+  const num = (v, d) => (typeof v === "number" && Number.isFinite(v) ? v.toFixed(d) : "?");
+  const pct = (v) => (typeof v === "number" ? `${(v * 100).toFixed(1)}%` : "?");
+  const where = r.corpus && r.corpus.name ? ` on ${r.corpus.name}` : "";
+  if (r.kind === "chat") {
+    const base = r.against ? `; ${r.against.name}: ${r.against.matched}/${r.against.examples}` : "";
+    return `chat${where}: answers matched ${r.matched}/${r.examples}, loss ${num(r.loss, 4)}${base}`;
+  }
+  if (r.kind === "against" || r.kind === "export") {
+    const kl = r.kl ? r.kl.mean : undefined;
+    const subject = r.kind === "export" ? `export ${(r.output && r.output.quantization) || "?"}` : "cost";
+    const against = r.kind === "export" ? "this model" : (r.against && r.against.name) || "?";
+    return (
+      `${subject} vs ${against}: mean KL ${num(kl, 4)}, top-1 ${pct(r.top1_agreement)}, ` +
+      `PPL ratio ${num(r.ppl_ratio, 4)}${where}${r.quick ? " (quick)" : ""}`
+    );
+  }
+  return `perplexity ${num(r.ppl, 2)}${where} at ctx ${r.n_ctx}`;
+}
+
+function evalBadge(model) {
+  const records = model && Array.isArray(model.evals) ? model.evals.filter((r) => r && r.kind) : [];
+  if (!records.length) return null;
+  const pick = (kind) => records.filter((r) => r.kind === kind).pop();
+  const cost = pick("against");
+  const chat = pick("chat");
+  let text;
+  if (cost && cost.kl) text = `KL ${cost.kl.mean.toFixed(4)} vs ${cost.against ? cost.against.name : "source"}`;
+  else if (chat) text = `chat ${chat.matched}/${chat.examples} matched`;
+  else if (pick("perplexity")) text = `PPL ${pick("perplexity").ppl.toFixed(2)}`;
+  else text = `${records.length} measurement${records.length === 1 ? "" : "s"}`;
+  const span = badge(text, "eval", ["Measured by kaiyuan eval:", ...records.map(describeEval)].join("\n"));
+  span.setAttribute("aria-label", `Evaluation: ${records.map(describeEval).join("; ")}`);
+  return span;
 }
 
 function optionLabel(model) {
