@@ -242,6 +242,17 @@ def test_other_roles_are_mapped_and_headers_accepted(fake_server) -> None:
         (body(thinking={"type": "enabled", "budget_tokens": 300}), 400, "less than max_tokens"),
         (body(mcp_servers=[{"type": "url", "url": "http://169.254.169.254/"}]), 400, "mcp_servers"),
         (body(stop_sequences=["x"] * 17), 400, "stop sequences"),
+        # 10,000 messages: measured against the context window, a clean 400 (no item cap of its own)
+        (
+            body(messages=[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}] * 5000),
+            400,
+            "context window",
+        ),
+        (
+            body(messages=[{"role": "user", "content": [{"type": "text", "text": "x"}] * 20000}]),
+            400,
+            "context window",
+        ),
         (body(model="nope"), 404, "nope"),
         ("{not json", 400, "not valid JSON"),
     ],
