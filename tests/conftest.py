@@ -52,5 +52,8 @@ def kaiyuan_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     home.mkdir()
     monkeypatch.setenv("KAIYUAN_HOME", str(home))
     monkeypatch.setenv("KAIYUAN_THREADS", "1")
+    # Fixed, not measured at load: tests compare greedy tokens with reference runs (flash attention off), and
+    # the load-time probe is tested on its own (tests/engine/llama_cpp/test_flash_probe.py).
+    monkeypatch.setenv("KAIYUAN_FLASH_ATTN", "off")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     yield home

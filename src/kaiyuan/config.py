@@ -15,7 +15,7 @@ Environment variables (each maps to the field of the same name):
     KAIYUAN_PARALLEL        sequence slots per loaded model; default 4
     KAIYUAN_MAX_QUEUE       waiting requests per model before 429/503; default 64
     KAIYUAN_MAX_LOADED      models kept loaded (LRU beyond); default 1
-    KAIYUAN_FLASH_ATTN      flash attention: auto | on | off; default off (slower on CPU, measured)
+    KAIYUAN_FLASH_ATTN      flash attention: auto | on | off; default auto (CPU: the faster, measured at load)
     KAIYUAN_CORS_ORIGINS    comma-separated allowed CORS origins; default none
     KAIYUAN_REASONING_FIELD reasoning_content | reasoning; default reasoning_content
     KAIYUAN_LOG_LEVEL       logging level; default WARNING
@@ -80,7 +80,7 @@ class Settings:
     parallel: int = 4  # concurrent sequence slots per loaded model (count)
     max_queue: int = 64  # waiting requests per model before 429/503 (count)
     max_loaded: int = 1  # engines kept loaded (a base and its adapter models share one); LRU unloaded beyond
-    flash_attn: str = "off"  # llama.cpp flash attention: auto | on | off
+    flash_attn: str = "auto"  # llama.cpp flash attention: auto | on | off
     cors_origins: list[str] = field(default_factory=list)  # allowed CORS origins; empty = CORS off
     reasoning_field: str = "reasoning_content"  # name of the reasoning field in OpenAI responses
     log_level: str = "WARNING"  # logging level name

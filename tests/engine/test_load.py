@@ -26,7 +26,7 @@ def test_import_does_not_load_llama_cpp() -> None:
 
 
 def test_load_engine_runs_the_model(model_path: str) -> None:
-    engine = load_engine(model_path, n_ctx=128, n_parallel=1, n_threads=1)
+    engine = load_engine(model_path, flash_attn="off", n_ctx=128, n_parallel=1, n_threads=1)
     try:
         assert isinstance(engine, Engine) and engine.model_path == model_path
         handle = engine.submit(
@@ -45,7 +45,7 @@ def test_load_engine_errors(tmp_path) -> None:
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(b"GGUF\x03\x00\x00\x00")
     with pytest.raises(InvalidModelFile) as info:
-        load_engine(str(truncated), n_ctx=64, n_parallel=1, n_threads=1)
+        load_engine(str(truncated), flash_attn="off", n_ctx=64, n_parallel=1, n_threads=1)
     assert "\n" not in info.value.message
     with pytest.raises(ConfigError):
         load_engine(str(truncated), flash_attn="sometimes")

@@ -89,7 +89,10 @@ def _configure_logging(settings: Settings) -> None:
     "--flash-attn",
     type=click.Choice(["auto", "on", "off"]),
     default=None,
-    help="llama.cpp flash attention (default off).",
+    help=(
+        "llama.cpp flash attention. auto (default): on the CPU, both are measured at load and the faster kept; "
+        "with GPU layers, llama.cpp chooses."
+    ),
 )
 @click.option(
     "--reasoning-field",

@@ -35,7 +35,7 @@ def load_engine(
     n_ctx: int = 4096,
     n_parallel: int = 4,
     n_threads: int | None = None,
-    flash_attn: str = "off",
+    flash_attn: str = "auto",
     max_queue: int = 64,
     n_batch: int = 512,
     embedding: bool = False,

@@ -25,7 +25,7 @@ def run(eng, text: str, adapter: str | None, *, bare: bool = False) -> list[int]
 def test_adapter_requests_alone_and_mixed(model_path: str, lora_path: str) -> None:
     from kaiyuan.engine.llama_cpp import LlamaCppEngine
 
-    with LlamaCppEngine(model_path, n_ctx=256, n_parallel=4, n_threads=THREADS) as eng:
+    with LlamaCppEngine(model_path, flash_attn="off", n_ctx=256, n_parallel=4, n_threads=THREADS) as eng:
         base = [run(eng, p, None) for p in PROMPTS]
         tuned = [run(eng, p, lora_path) for p in PROMPTS]
         assert any(b[:4] != t[:4] for b, t in zip(base, tuned, strict=True))  # the adapter changes the output
@@ -58,7 +58,7 @@ def test_adapter_requests_alone_and_mixed(model_path: str, lora_path: str) -> No
 def test_adapter_prefix_cache_is_per_adapter(model_path: str, lora_path: str) -> None:
     from kaiyuan.engine.llama_cpp import LlamaCppEngine
 
-    with LlamaCppEngine(model_path, n_ctx=256, n_parallel=1, n_threads=THREADS) as eng:
+    with LlamaCppEngine(model_path, flash_attn="off", n_ctx=256, n_parallel=1, n_threads=THREADS) as eng:
         prompt = eng.tokenize(PROMPTS[0])
         list(eng.submit(GenerationRequest(prompt=prompt, max_tokens=2)))
         tuned = eng.submit(
@@ -76,7 +76,7 @@ def test_missing_or_bad_adapter(model_path: str, tmp_path) -> None:
 
     bad = tmp_path / "bad-lora.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 32)
-    with LlamaCppEngine(model_path, n_ctx=64, n_parallel=1, n_threads=THREADS) as eng:
+    with LlamaCppEngine(model_path, flash_attn="off", n_ctx=64, n_parallel=1, n_threads=THREADS) as eng:
         with pytest.raises(InvalidModelFile, match="not found"):
             eng.submit(GenerationRequest(prompt=[1], adapters=(str(tmp_path / "missing.gguf"),)))
         with pytest.raises(InvalidModelFile):
@@ -88,10 +88,10 @@ def test_engine_adapters_apply_by_default(model_path: str, lora_path: str) -> No
     """An adapter model served as base + LoRA: requests that name no adapter get the engine's adapters."""
     from kaiyuan.engine.llama_cpp import LlamaCppEngine
 
-    with LlamaCppEngine(model_path, n_ctx=256, n_parallel=1, n_threads=THREADS) as base_engine:
+    with LlamaCppEngine(model_path, flash_attn="off", n_ctx=256, n_parallel=1, n_threads=THREADS) as base_engine:
         tuned = run(base_engine, PROMPTS[0], lora_path)
         base = run(base_engine, PROMPTS[0], None)
-    with LlamaCppEngine(model_path, n_ctx=256, n_parallel=1, n_threads=THREADS, adapters=[lora_path]) as eng:
+    with LlamaCppEngine(model_path, flash_attn="off", n_ctx=256, n_parallel=1, n_threads=THREADS, adapters=[lora_path]) as eng:
         assert run(eng, PROMPTS[0], None) == tuned  # both fresh: the same batch shapes, bit-exact
         # Now a prefix-cache hit: the LoRA's F32 matmuls see other batch shapes; compare a few tokens.
         assert run(eng, PROMPTS[0], lora_path)[:4] == tuned[:4]

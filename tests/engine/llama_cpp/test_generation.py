@@ -125,7 +125,7 @@ def test_stops_at_end_of_generation(engine) -> None:
 def test_context_end_gives_length(model_path: str) -> None:
     from kaiyuan.engine.llama_cpp import LlamaCppEngine
 
-    with LlamaCppEngine(model_path, n_ctx=16, n_parallel=1, n_threads=THREADS) as small:
+    with LlamaCppEngine(model_path, flash_attn="off", n_ctx=16, n_parallel=1, n_threads=THREADS) as small:
         prompt = small.tokenize(PROMPTS[0])
         handle = small.submit(GenerationRequest(prompt=prompt, sampling=GREEDY, max_tokens=100))
         assert len(list(handle)) == 16 - len(prompt)
@@ -165,7 +165,7 @@ def test_logprobs(engine) -> None:
 def test_cancel_frees_the_slot(model_path: str) -> None:
     from kaiyuan.engine.llama_cpp import LlamaCppEngine
 
-    with LlamaCppEngine(model_path, n_ctx=256, n_parallel=1, n_threads=THREADS) as eng:
+    with LlamaCppEngine(model_path, flash_attn="off", n_ctx=256, n_parallel=1, n_threads=THREADS) as eng:
         handle = eng.submit(
             GenerationRequest(prompt=eng.tokenize(PROMPTS[0]), sampling=GREEDY, max_tokens=200)
         )
@@ -186,7 +186,7 @@ def test_cancel_frees_the_slot(model_path: str) -> None:
 def test_overloaded_when_queue_full(model_path: str) -> None:
     from kaiyuan.engine.llama_cpp import LlamaCppEngine
 
-    with LlamaCppEngine(model_path, n_ctx=256, n_parallel=1, n_threads=THREADS, max_queue=1) as eng:
+    with LlamaCppEngine(model_path, flash_attn="off", n_ctx=256, n_parallel=1, n_threads=THREADS, max_queue=1) as eng:
         prompt = eng.tokenize(PROMPTS[0])
         running = eng.submit(GenerationRequest(prompt=prompt, max_tokens=200))
         waiting = eng.submit(GenerationRequest(prompt=prompt, max_tokens=200))
@@ -327,10 +327,10 @@ def test_bad_model_file(tmp_path) -> None:
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(InvalidModelFile):
-        LlamaCppEngine(str(bad), n_ctx=64, n_parallel=1, n_threads=1)
+        LlamaCppEngine(str(bad), flash_attn="off", n_ctx=64, n_parallel=1, n_threads=1)
     with pytest.raises(InvalidModelFile, match="not a GGUF"):
         (tmp_path / "x.gguf").write_text("hello")
-        LlamaCppEngine(str(tmp_path / "x.gguf"), n_ctx=64, n_parallel=1, n_threads=1)
+        LlamaCppEngine(str(tmp_path / "x.gguf"), flash_attn="off", n_ctx=64, n_parallel=1, n_threads=1)
 
 
 def test_logit_bias_bans_and_forces(engine) -> None:

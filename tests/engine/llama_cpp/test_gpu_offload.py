@@ -18,8 +18,8 @@ def test_gpu_layers_on_a_cpu_build_is_refused(model_path: str) -> None:
     from kaiyuan.engine.llama_cpp import LlamaCppEngine
 
     with pytest.raises(ConfigError, match="no GPU backend"):
-        LlamaCppEngine(model_path, n_ctx=64, n_parallel=1, n_threads=1, gpu_layers=4)
-    engine = LlamaCppEngine(model_path, n_ctx=64, n_parallel=1, n_threads=1)
+        LlamaCppEngine(model_path, flash_attn="off", n_ctx=64, n_parallel=1, n_threads=1, gpu_layers=4)
+    engine = LlamaCppEngine(model_path, flash_attn="off", n_ctx=64, n_parallel=1, n_threads=1)
     try:
         assert engine.gpu_layers == 0 and "CPU" in engine.description
     finally:
@@ -33,7 +33,7 @@ def test_gpu_layers_are_honoured(model_path: str) -> None:
     from kaiyuan.engine.llama_cpp import LlamaCppEngine
     from kaiyuan.types import SamplingParams
 
-    engine = LlamaCppEngine(model_path, n_ctx=256, n_parallel=1, n_threads=1)
+    engine = LlamaCppEngine(model_path, flash_attn="off", n_ctx=256, n_parallel=1, n_threads=1)
     try:
         assert engine.gpu_layers == ALL_LAYERS and "GPU" in engine.description
         prompt = engine.tokenize("The capital of France is")

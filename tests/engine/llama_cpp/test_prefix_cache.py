@@ -79,14 +79,14 @@ def test_prefix_is_copied_from_a_busy_slot(model_path: str, kv_unified: bool) ->
     from kaiyuan.engine.llama_cpp import LlamaCppEngine
 
     question = chat("When does the office open?")
-    with LlamaCppEngine(model_path, n_ctx=256, n_parallel=1, n_threads=THREADS) as fresh:
+    with LlamaCppEngine(model_path, flash_attn="off", n_ctx=256, n_parallel=1, n_threads=THREADS) as fresh:
         expected = [
             e.token
             for e in fresh.submit(
                 GenerationRequest(prompt=fresh.tokenize(question), sampling=GREEDY, max_tokens=8)
             )
         ]
-    with LlamaCppEngine(model_path, n_ctx=256, n_parallel=2, n_threads=THREADS, kv_unified=kv_unified) as eng:
+    with LlamaCppEngine(model_path, flash_attn="off", n_ctx=256, n_parallel=2, n_threads=THREADS, kv_unified=kv_unified) as eng:
         system = eng.tokenize(SYSTEM)
         busy = eng.submit(
             GenerationRequest(prompt=eng.tokenize(chat("Tell me a long story.")), max_tokens=200)

@@ -22,6 +22,7 @@ from kaiyuan.engine._handle import GenerationHandle
 from kaiyuan.engine._protocol import EngineStats, GenerationRequest, ThinkBudget
 from kaiyuan.engine._text_watch import ThinkTracker
 from kaiyuan.engine.llama_cpp._embedder import Embedder
+from kaiyuan.engine.llama_cpp._flash_probe import FlashProbe, probe_flash_attn
 from kaiyuan.engine.llama_cpp._model import Model, default_gpu_layers, gpu_offload_supported
 from kaiyuan.engine.llama_cpp._sampler import Sampler
 from kaiyuan.engine.llama_cpp._scheduler import Job, Scheduler
@@ -38,9 +39,10 @@ class LlamaCppEngine:
     """A GGUF model served with continuous batching over ``n_parallel`` sequence slots.
 
     ``n_ctx`` is the context of one sequence (tokens); the KV cache holds ``n_ctx * n_parallel`` cells.
-    ``n_batch`` caps the tokens decoded per step (prompt chunks included). ``flash_attn`` is ``off`` by default:
-    measured slower for CPU decode here once contexts pass a few hundred tokens. ``kv_unified`` keeps all
-    sequences in one KV pool, which makes cross-slot prefix copies exact and nearly free; see docs/engine.md for
+    ``n_batch`` caps the tokens decoded per step (prompt chunks included). ``flash_attn="auto"`` (the default)
+    lets llama.cpp choose when layers are on a GPU; on the CPU it measures decoding both ways at load and keeps
+    the faster (``_flash_probe``: which one wins depends on the CPU); ``on``/``off`` force it. ``kv_unified``
+    keeps all sequences in one KV pool, which makes cross-slot prefix copies exact and nearly free; see docs/engine.md for
     the measured trade-off. ``gpu_layers`` layers go to the GPU (None: all of them when llama.cpp was built
     with a GPU backend, else 0). ``adapters`` are GGUF LoRA files applied (stacked, scale 1) to every request that
     does not name its own ``GenerationRequest.adapters``. A request's ``adapters`` replace them for that request
@@ -56,7 +58,7 @@ class LlamaCppEngine:
         n_parallel: int = 4,
         n_threads: int | None = None,
         n_batch: int = 512,
-        flash_attn: str = "off",
+        flash_attn: str = "auto",
         max_queue: int = 64,
         embedding: bool = False,
         adapters: Sequence[str] = (),
@@ -83,7 +85,9 @@ class LlamaCppEngine:
         self._closed = False
         self._embedder: Embedder | None = None
         self._embed_lock = threading.Lock()
+        self.flash_probe: FlashProbe | None = None
         try:
+            flash_attn = self._resolve_flash_attn(flash_attn, n_parallel)
             self.default_adapters = tuple(self.model.adapter_key(p) for p in adapters)
             self._default_ptrs = [self.model.adapter(p) for p in self.default_adapters]
             self.ctx = self._context(n_ctx, n_parallel, n_batch, flash_attn, kv_unified)
@@ -110,7 +114,20 @@ class LlamaCppEngine:
     def description(self) -> str:
         """What it runs on, for ``kaiyuan serve`` and ``ps``."""
         where = f"{self.gpu_layers} layers on the GPU" if self.gpu_layers else "CPU"
-        return f"llama.cpp ({where}, {self.n_threads} threads)"
+        flash = f", {self.flash_probe.describe()}" if self.flash_probe is not None else ""
+        return f"llama.cpp ({where}, {self.n_threads} threads{flash})"
+
+    def _resolve_flash_attn(self, flash_attn: str, n_parallel: int) -> str:
+        """``auto`` on the CPU becomes ``on`` or ``off`` from a measurement; llama.cpp decides for GPU layers."""
+        if flash_attn != "auto" or self.gpu_layers:
+            return flash_attn
+        try:
+            self.flash_probe = probe_flash_attn(self.model, n_threads=self.n_threads, n_parallel=n_parallel)
+        except (RuntimeError, MemoryError) as exc:  # the probe is an optimisation: never fail a load over it
+            log.warning("flash attention probe failed (%s); letting llama.cpp choose", exc)
+            return "auto"
+        log.info("%s", self.flash_probe.describe())
+        return "on" if self.flash_probe.enabled else "off"
 
     def _context(self, n_ctx: int, n_parallel: int, n_batch: int, flash_attn: str, kv_unified: bool) -> Any:
         params = lib.llama_context_default_params()
