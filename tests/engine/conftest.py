@@ -25,7 +25,9 @@ def engine(model_path: str) -> Iterator[object]:
     """A 4-slot engine shared by the tests of one module (they leave it idle)."""
     from kaiyuan.engine.llama_cpp import LlamaCppEngine
 
-    eng = LlamaCppEngine(model_path, flash_attn="off", n_ctx=512, n_parallel=4, n_threads=THREADS, n_batch=256)
+    eng = LlamaCppEngine(
+        model_path, flash_attn="off", n_ctx=512, n_parallel=4, n_threads=THREADS, n_batch=256
+    )
     yield eng
     eng.close()
 

@@ -122,7 +122,9 @@ def smollm2_vocabulary() -> Iterator[Any]:
     from kaiyuan.engine.llama_cpp import LlamaCppEngine
     from tests.chat.grammars._llama_oracle import smollm2_path
 
-    engine = LlamaCppEngine(str(smollm2_path()), flash_attn="off", n_ctx=256, n_parallel=1, n_threads=1, n_batch=64)
+    engine = LlamaCppEngine(
+        str(smollm2_path()), flash_attn="off", n_ctx=256, n_parallel=1, n_threads=1, n_batch=64
+    )
     yield vocabulary(engine)
     engine.close()
 

@@ -88,10 +88,14 @@ def test_engine_adapters_apply_by_default(model_path: str, lora_path: str) -> No
     """An adapter model served as base + LoRA: requests that name no adapter get the engine's adapters."""
     from kaiyuan.engine.llama_cpp import LlamaCppEngine
 
-    with LlamaCppEngine(model_path, flash_attn="off", n_ctx=256, n_parallel=1, n_threads=THREADS) as base_engine:
+    with LlamaCppEngine(
+        model_path, flash_attn="off", n_ctx=256, n_parallel=1, n_threads=THREADS
+    ) as base_engine:
         tuned = run(base_engine, PROMPTS[0], lora_path)
         base = run(base_engine, PROMPTS[0], None)
-    with LlamaCppEngine(model_path, flash_attn="off", n_ctx=256, n_parallel=1, n_threads=THREADS, adapters=[lora_path]) as eng:
+    with LlamaCppEngine(
+        model_path, flash_attn="off", n_ctx=256, n_parallel=1, n_threads=THREADS, adapters=[lora_path]
+    ) as eng:
         assert run(eng, PROMPTS[0], None) == tuned  # both fresh: the same batch shapes, bit-exact
         # Now a prefix-cache hit: the LoRA's F32 matmuls see other batch shapes; compare a few tokens.
         assert run(eng, PROMPTS[0], lora_path)[:4] == tuned[:4]

@@ -186,7 +186,9 @@ def test_cancel_frees_the_slot(model_path: str) -> None:
 def test_overloaded_when_queue_full(model_path: str) -> None:
     from kaiyuan.engine.llama_cpp import LlamaCppEngine
 
-    with LlamaCppEngine(model_path, flash_attn="off", n_ctx=256, n_parallel=1, n_threads=THREADS, max_queue=1) as eng:
+    with LlamaCppEngine(
+        model_path, flash_attn="off", n_ctx=256, n_parallel=1, n_threads=THREADS, max_queue=1
+    ) as eng:
         prompt = eng.tokenize(PROMPTS[0])
         running = eng.submit(GenerationRequest(prompt=prompt, max_tokens=200))
         waiting = eng.submit(GenerationRequest(prompt=prompt, max_tokens=200))

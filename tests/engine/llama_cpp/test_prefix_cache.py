@@ -86,7 +86,9 @@ def test_prefix_is_copied_from_a_busy_slot(model_path: str, kv_unified: bool) ->
                 GenerationRequest(prompt=fresh.tokenize(question), sampling=GREEDY, max_tokens=8)
             )
         ]
-    with LlamaCppEngine(model_path, flash_attn="off", n_ctx=256, n_parallel=2, n_threads=THREADS, kv_unified=kv_unified) as eng:
+    with LlamaCppEngine(
+        model_path, flash_attn="off", n_ctx=256, n_parallel=2, n_threads=THREADS, kv_unified=kv_unified
+    ) as eng:
         system = eng.tokenize(SYSTEM)
         busy = eng.submit(
             GenerationRequest(prompt=eng.tokenize(chat("Tell me a long story.")), max_tokens=200)
