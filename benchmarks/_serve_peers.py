@@ -40,6 +40,28 @@ class PeerConfig:
     ctx_per_slot: int  # tokens of context per sequence slot
     parallel: int  # sequence slots for the servers that batch (kaiyuan, llama-server)
     llama_server_extra: tuple[str, ...] = ()  # extra llama-server flags (e.g. --no-kv-unified)
+    flash_attn: str = "off"  # "off"/"on" for every peer, or "defaults": each peer's own default (no flag)
+
+
+FLASH_SETTINGS = ("off", "on", "defaults")
+
+
+def cpu_has_amx() -> bool:
+    """Intel AMX present: llama.cpp's AMX path (weight repacking) dies here (SIGILL/SIGSEGV at the first decode),
+    so llama.cpp's tools get --no-repack, which is how kaiyuan loads weights on such a CPU."""
+    try:
+        return any(
+            line.startswith("flags") and " amx_tile" in line
+            for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+        )
+    except OSError:
+        return False
+
+
+def llama_cpp_common_flags(cfg: PeerConfig) -> list[str]:
+    """Flags llama-server and llama-batched-bench both get: flash attention as set, --no-repack on AMX CPUs."""
+    flags = [] if cfg.flash_attn == "defaults" else ["-fa", cfg.flash_attn]
+    return flags + (["--no-repack"] if cpu_has_amx() else [])
 
 
 @dataclass
@@ -88,7 +110,9 @@ def server_spec(name: str, cfg: PeerConfig, port: int) -> ServerSpec:
         # the bundled GGUF is the store's "smollm2"; another GGUF must have been imported under its file stem
         model = "smollm2" if _is_bundled(cfg.model_path) else cfg.model_path.stem
         argv = [sys.executable, "-m", "kaiyuan", "serve", model, "--port", str(port), "--threads", t]
-        argv += ["--parallel", str(cfg.parallel), "--ctx", str(cfg.ctx_per_slot), "--flash-attn", "off"]
+        argv += ["--parallel", str(cfg.parallel), "--ctx", str(cfg.ctx_per_slot)]
+        if cfg.flash_attn != "defaults":
+            argv += ["--flash-attn", cfg.flash_attn]
         return ServerSpec(name, argv, model=model)
     if name == "llama-server":
         argv = [
@@ -101,12 +125,14 @@ def server_spec(name: str, cfg: PeerConfig, port: int) -> ServerSpec:
             str(port),
         ]
         argv += ["-t", t, "-tb", t, "-np", str(cfg.parallel), "-c", str(cfg.ctx_per_slot * cfg.parallel)]
-        argv += ["-fa", "off", "--no-webui", *cfg.llama_server_extra]
+        argv += [*llama_cpp_common_flags(cfg), "--no-webui", *cfg.llama_server_extra]
         return ServerSpec(name, argv, model="model", env=_llama_env())
     if name == "llama-cpp-python":
         argv = [str(LCP_PYTHON), "-m", "llama_cpp.server", "--model", str(cfg.model_path)]
         argv += ["--host", "127.0.0.1", "--port", str(port), "--n_threads", t, "--n_threads_batch", t]
-        argv += ["--n_ctx", str(cfg.ctx_per_slot), "--flash_attn", "false", "--verbose", "false"]
+        argv += ["--n_ctx", str(cfg.ctx_per_slot), "--verbose", "false"]
+        if cfg.flash_attn != "defaults":
+            argv += ["--flash_attn", "true" if cfg.flash_attn == "on" else "false"]
         # queue concurrent requests instead of cancelling the running one (its default interrupts it)
         argv += ["--interrupt_requests", "false"]
         return ServerSpec(name, argv, model="model")
@@ -248,7 +274,7 @@ def run_batched_bench(
         "-t",
         str(cfg.threads),
     ]
-    argv += ["-tb", str(cfg.threads), "-fa", "off", "-npp", str(prompt), "-ntg", str(gen)]
+    argv += ["-tb", str(cfg.threads), *llama_cpp_common_flags(cfg), "-npp", str(prompt), "-ntg", str(gen)]
     argv += ["-npl", ",".join(str(s) for s in sequences), "--output-format", "jsonl"]
     proc = subprocess.Popen(
         argv,

@@ -1,7 +1,9 @@
 """Side-by-side serving benchmark: kaiyuan serve vs llama.cpp's llama-server vs llama-cpp-python's server.
 
 All three load the same GGUF (default: the bundled SmolLM2-135M-Instruct Q4_1) with the same llama.cpp threads,
-the same context per sequence slot and flash attention off; kaiyuan and llama-server get 8 slots
+the same context per sequence slot and flash attention as ``--flash-attn`` says (off, on, or each peer's own
+default); on a CPU with AMX the llama.cpp tools get ``--no-repack`` (their AMX path dies there, and kaiyuan
+loads weights that way on such CPUs); kaiyuan and llama-server get 8 slots
 (llama-server ``-np 8 -c 8×ctx``), llama-cpp-python's server has one. Each round starts all three afresh (one
 after the other), then runs every workload repetition by repetition, going round the servers (the order rotates
 each time), so only one server is ever working and a slow minute on a shared machine hits all of them alike; then
@@ -352,6 +354,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=",".join(peers_mod.PEERS),
         help="comma-separated servers to run (default: all three)",
     )
+    p.add_argument(
+        "--flash-attn",
+        choices=peers_mod.FLASH_SETTINGS,
+        default="off",
+        help="flash attention for every peer (off, on), or 'defaults': each peer's own default (default off)",
+    )
     p.add_argument("--no-batched-bench", action="store_true", help="skip llama-batched-bench")
     p.add_argument(
         "--llama-server-arg", action="append", default=[], help="extra llama-server flag (repeatable)"
@@ -415,6 +423,26 @@ def round_order(items: Sequence[T], round_: int) -> list[T]:
     return [*items[k:], *items[:k]]
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what the platform module knows."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def simd_flags() -> list[str]:
+    """The CPU features that change llama.cpp's kernels (AVX2, AVX-512 and its BF16/VNNI parts, AMX)."""
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in wanted if f in have]
+    return []
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -440,7 +468,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = (args.model or peers_mod.bundled_model()).resolve()
     needed = [*args.peers, *([] if args.no_batched_bench else ["batched-bench"])]
     peers_mod.ensure_peers(needed)
-    cfg = peers_mod.PeerConfig(model, args.threads, args.ctx, args.parallel, tuple(args.llama_server_arg))
+    cfg = peers_mod.PeerConfig(
+        model, args.threads, args.ctx, args.parallel, tuple(args.llama_server_arg), args.flash_attn
+    )
     vocab = Vocabulary(model)
     kv_mb = peers_mod.kv_bytes_per_cell(model) * args.ctx * args.parallel / 1e6
     budget = {"rss_mb": model.stat().st_size / 1e6 + kv_mb + 200}
@@ -461,6 +491,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "llama_server_extra": args.llama_server_arg,
         "cpus": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_flags": simd_flags(),
+        "flash_attn": args.flash_attn,
+        "peer_argv": {name: peers_mod.server_spec(name, cfg, 0).argv for name in args.peers},
         "loadavg_start": os.getloadavg(),
         "kaiyuan_commit": _git_commit(),
         "banned_tokens": vocab.eog,
@@ -469,9 +503,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     print(
         f"model {model.name}, threads {args.threads}, ctx/slot {args.ctx}, slots {args.parallel}, rounds {args.rounds}, "
-        f"max_tokens {args.max_tokens}; server logs in {log_dir}",
+        f"max_tokens {args.max_tokens}, flash attention {args.flash_attn}; server logs in {log_dir}",
         flush=True,
     )
+    print(f"CPU: {conditions['cpu']} ({os.cpu_count()} CPUs; {' '.join(conditions['cpu_flags'])})")
+    for name, peer_argv in conditions["peer_argv"].items():
+        print(f"  {name}: {' '.join(Path(a).name if a.startswith('/') else a for a in peer_argv)}")
     rounds: list[dict[str, Any]] = []
     for r in range(args.rounds):
         this: dict[str, Any] = {"order": round_order(args.peers, r), "peers": {}, "loadavg": os.getloadavg()}
@@ -504,6 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     conditions["duration_s"] = time.time() - started
     text = report.table(rounds, budget)
     print()
+    print(f"CPU: {conditions['cpu']} ({' '.join(conditions['cpu_flags'])}); flash attention: {args.flash_attn}")
     print(text)
     print(
         f"\nRSS budget: model {conditions['model_mb']:.0f} MB + KV {kv_mb:.0f} MB + 200 MB = {budget['rss_mb']:.0f} MB; "

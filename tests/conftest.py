@@ -19,19 +19,22 @@ def _reference_llamas_without_extra_buffer_types() -> None:
     """Reference ``llama_cpp.Llama`` objects the tests build load weights the way kaiyuan's engine does.
 
     llama-cpp-python 0.3.36 built natively on a CPU with AMX segfaults in ggml_backend_amx_mul_mat at the first
-    decode when weights go to the AMX buffer type. kaiyuan's ``Model`` turns extra buffer types off
+    decode when weights go to the AMX buffer type. kaiyuan's ``Model`` turns extra buffer types off on such CPUs
     (engine/llama_cpp/_model.py); the high-level ``Llama`` class has no such argument, so its default model
-    parameters are made the same for the test process.
+    parameters are made the same for the test process (and stay llama.cpp's elsewhere, as kaiyuan's do).
     """
     try:
         from llama_cpp import llama_cpp as lib
+
+        from kaiyuan.engine.llama_cpp._model import cpu_has_amx
     except ImportError:  # pragma: no cover - the core install has it
         return
     defaults = lib.llama_model_default_params
+    use_extra_bufts = not cpu_has_amx()
 
     def without_extra_bufts():  # type: ignore[no-untyped-def]
         params = defaults()
-        params.use_extra_bufts = False
+        params.use_extra_bufts = use_extra_bufts
         return params
 
     lib.llama_model_default_params = without_extra_bufts

@@ -258,6 +258,29 @@ def test_command_lines_share_model_threads_and_context() -> None:
         peers.server_spec("vllm", cfg, 9003)
 
 
+@pytest.mark.parametrize("flash", ["on", "off"])
+def test_identical_flash_attention_reaches_every_peer(flash: str) -> None:
+    cfg = peers.PeerConfig(Path("/m/x.gguf"), threads=2, ctx_per_slot=512, parallel=2, flash_attn=flash)
+    ls = peers.server_spec("llama-server", cfg, 9000).argv
+    ky = peers.server_spec("kaiyuan", cfg, 9001).argv
+    lcp = peers.server_spec("llama-cpp-python", cfg, 9002).argv
+    assert ls[ls.index("-fa") + 1] == flash and ky[ky.index("--flash-attn") + 1] == flash
+    assert lcp[lcp.index("--flash_attn") + 1] == ("true" if flash == "on" else "false")
+
+
+def test_each_peer_at_its_defaults_gets_no_flash_flag() -> None:
+    cfg = peers.PeerConfig(Path("/m/x.gguf"), threads=2, ctx_per_slot=512, parallel=2, flash_attn="defaults")
+    for name, flag in (
+        ("llama-server", "-fa"),
+        ("kaiyuan", "--flash-attn"),
+        ("llama-cpp-python", "--flash_attn"),
+    ):
+        assert flag not in peers.server_spec(name, cfg, 9000).argv
+    # on an AMX CPU llama.cpp's tools need --no-repack to run at all (kaiyuan loads weights that way there)
+    ls = peers.server_spec("llama-server", cfg, 9000).argv
+    assert ("--no-repack" in ls) == peers.cpu_has_amx()
+
+
 def test_kv_size_of_the_bundled_model() -> None:
     # SmolLM2-135M: 30 layers x 3 KV heads x (64 + 64) dims x 2 bytes (f16)
     assert peers.kv_bytes_per_cell(peers.bundled_model()) == 30 * 3 * 128 * 2

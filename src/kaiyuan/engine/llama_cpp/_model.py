@@ -8,6 +8,7 @@ functions are read-only and safe to call from any thread. Wraps llama.cpp failur
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import threading
@@ -65,9 +66,10 @@ class Model:
         params = lib.llama_model_default_params()
         params.use_mmap = use_mmap
         params.vocab_only = vocab_only
-        # No extra buffer types (AMX/repacked weights): on AMX CPUs llama-cpp-python 0.3.36 built natively
-        # segfaults in ggml_backend_amx_mul_mat on the first decode (Q4_1 SmolLM2, 1 or 2 threads).
-        params.use_extra_bufts = False
+        # Extra buffer types (weights repacked for the CPU's SIMD, or for AMX) make Q4_0/Q4_K/Q8_0 models faster,
+        # but on AMX CPUs the natively built llama.cpp of llama-cpp-python 0.3.36 dies in its AMX path at the first
+        # decode (SIGSEGV in ggml_backend_amx_mul_mat, or SIGILL; llama-server the same without --no-repack).
+        params.use_extra_bufts = not cpu_has_amx()
         params.n_gpu_layers = gpu_layers
         ptr = lib.llama_model_load_from_file(path.encode(), params)
         if not ptr:
@@ -166,6 +168,16 @@ class Model:
         if self.ptr:
             lib.llama_model_free(self.ptr)
             self.ptr = None
+
+
+@functools.cache
+def cpu_has_amx() -> bool:
+    """Whether this CPU has Intel AMX tiles (Linux: the ``amx_tile`` flag in /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return any(line.startswith("flags") and " amx_tile" in line for line in f)
+    except OSError:  # not Linux: no AMX code path in a CPU build there
+        return False
 
 
 def gpu_offload_supported() -> bool:
