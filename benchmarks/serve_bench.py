@@ -541,7 +541,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     conditions["duration_s"] = time.time() - started
     text = report.table(rounds, budget)
     print()
-    print(f"CPU: {conditions['cpu']} ({' '.join(conditions['cpu_flags'])}); flash attention: {args.flash_attn}")
+    print(
+        f"CPU: {conditions['cpu']} ({' '.join(conditions['cpu_flags'])}); flash attention: {args.flash_attn}"
+    )
     print(text)
     print(
         f"\nRSS budget: model {conditions['model_mb']:.0f} MB + KV {kv_mb:.0f} MB + 200 MB = {budget['rss_mb']:.0f} MB; "
