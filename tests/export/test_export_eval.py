@@ -6,6 +6,7 @@ SmolLM2 (llama.cpp's own dequantization: exactly the Q4_1 weights), so Q8_0 cost
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,16 @@ def test_the_bundle_model_card_shows_the_measured_cost(f32: str, tmp_path: Path)
     section = card.split("## Evaluation", 1)[1].split("\n## ", 1)[0]
     assert "| quantization cost vs the source |" in section
     assert f"mean KL {record['kl']['mean']:.6f}" in section and "top-1" in section  # type: ignore[index]
+
+
+def test_a_model_trained_for_a_short_context_is_measured_in_windows_of_its_length(
+    tiny_gguf_factory: Callable[..., Path], tmp_path: Path
+) -> None:
+    from tests.convert.test_hf_to_gguf import f32_copy
+
+    f32 = f32_copy(tiny_gguf_factory(arch="llama", n_ctx_train=32), tmp_path / "tiny-f32.gguf")
+    ModelStore.from_settings(load_settings()).import_gguf(f32, "tiny:f32")
+    proc = kaiyuan("export", "tiny:f32", "--quant", "Q8_0", "-o", str(tmp_path / "q8.gguf"))
+    assert proc.returncode == 0, proc.stderr
+    (record,) = evals("tiny:f32")
+    assert record["n_ctx"] == 32 and record["windows"] == 4

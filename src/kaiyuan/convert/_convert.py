@@ -119,7 +119,13 @@ def _measure(
         if progress is not None:
             progress(step, done, total)
 
-    cost = measure_cost(side_of(manifest), side_of(source), n_threads=settings.threads, progress=on_window)
+    cost = measure_cost(
+        side_of(manifest),
+        side_of(source),
+        n_threads=settings.threads,
+        trained=(manifest.context_length, source.context_length),
+        progress=on_window,
+    )
     current = store.resolve(manifest.full_name)
     current.evals = add_record(current.evals, cost.record)
     store.write_manifest(current)

@@ -35,17 +35,20 @@ def measure_cost(
     reference: Side,
     *,
     n_threads: int | None = None,
+    trained: tuple[int, ...] = (),
     output: dict[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> Cost:
     """``model`` (a converted model, or an exported file) against ``reference`` (its source), quickly. With
     ``output`` (``{"file", "quantization", "digest"}`` of an exported file) the record is of kind ``export``, to be
-    kept on the source's manifest."""
+    kept on the source's manifest. ``trained``: the context lengths the two models were trained for, when known
+    (a model trained for fewer than ``QUICK_CTX`` tokens is measured in windows of its own length)."""
     from kaiyuan.eval._eval import engine_name
 
     corpus = read_corpus(None)
+    n_ctx = min([QUICK_CTX, *(n - n % 2 for n in trained if n >= 16)])
     comparison, tokens = compare_sides(
-        model, reference, corpus.text, n_ctx=QUICK_CTX, n_threads=n_threads, max_windows=QUICK_WINDOWS,
+        model, reference, corpus.text, n_ctx=n_ctx, n_threads=n_threads, max_windows=QUICK_WINDOWS,
         progress=progress,
     )  # fmt: skip
     record = comparison_record(

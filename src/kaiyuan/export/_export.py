@@ -348,6 +348,7 @@ def _measure(
         Side(dest.name, dest),
         side_of(manifest),
         n_threads=settings.threads,
+        trained=(manifest.context_length,),
         output=output,
         progress=on_window,
     )
