@@ -64,10 +64,11 @@ def command(
     base_file: Path | None = None,
     kl: bool = False,
     extra: Sequence[str] = (),
+    binary: Path = PERPLEXITY,
 ) -> list[str]:
     """The llama-perplexity command line: a plain run, the base run that saves the reference's log-probabilities
     (``base_file``), or a ``--kl-divergence`` run against that file (``kl``)."""
-    cmd = [str(PERPLEXITY), "-m", str(model), "-f", str(text), "-c", str(ctx), "-t", str(threads)]
+    cmd = [str(binary), "-m", str(model), "-f", str(text), "-c", str(ctx), "-t", str(threads)]
     cmd += ["-tb", str(threads), NO_REPACK]
     if base_file is not None:
         cmd += ["--kl-divergence-base", str(base_file)]
@@ -131,14 +132,15 @@ def run(cmd: list[str], timeout: float) -> PeerRun:
         text=True,
         errors="replace",
         timeout=timeout,
-        env={**os.environ, "LD_LIBRARY_PATH": str(BIN)},  # the shared ggml/llama libraries next to it
+        # the shared ggml/llama libraries are next to the binary
+        env={**os.environ, "LD_LIBRARY_PATH": str(Path(cmd[0]).parent)},
         check=False,
     )
     return parse(cmd, time.perf_counter() - began, proc.returncode, proc.stdout)
 
 
-def ensure_built() -> None:
+def ensure_built(binary: Path = PERPLEXITY) -> None:
     """Build llama-perplexity with setup_peers.sh when it is missing."""
-    if not PERPLEXITY.exists():
+    if not binary.exists():
         print(f"building llama-perplexity with {SETUP} (several minutes) …", flush=True)
         subprocess.run(["bash", str(SETUP)], check=True)

@@ -164,7 +164,13 @@ def figures(
     """Every model against the F32, by both tools, plus the F32's base run."""
     base_file = work / "f32.kld"
     base_cmd = peer.command(
-        paths["F32"], text, ctx=args.ctx, threads=args.threads, base_file=base_file, extra=args.peer_arg
+        paths["F32"],
+        text,
+        ctx=args.ctx,
+        threads=args.threads,
+        base_file=base_file,
+        extra=args.peer_arg,
+        binary=args.llama_perplexity,
     )
     print(
         "  llama-perplexity base run (F32, saves its log-probabilities):\n    " + " ".join(base_cmd),
@@ -186,6 +192,7 @@ def figures(
             base_file=base_file,
             kl=True,
             extra=args.peer_arg,
+            binary=args.llama_perplexity,
         )
         p = peer.run(cmd, args.timeout)
         c = k.result.comparison
@@ -247,7 +254,14 @@ def throughput(
     for r in range(args.rounds):
         for label in labels:
             name = F32 if label == "F32" else quant_name(label)
-            cmd = peer.command(paths[label], text, ctx=args.ctx, threads=args.threads, extra=args.peer_arg)
+            cmd = peer.command(
+                paths[label],
+                text,
+                ctx=args.ctx,
+                threads=args.threads,
+                extra=args.peer_arg,
+                binary=args.llama_perplexity,
+            )
             entry: dict[str, Any] = {"loadavg": os.getloadavg()[0]}
             order = ("kaiyuan", "llama-perplexity") if r % 2 == 0 else ("llama-perplexity", "kaiyuan")
             for who in order:
@@ -391,6 +405,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="extra llama-perplexity flag (repeatable, e.g. --peer-arg=-b --peer-arg=512)",
     )
     p.add_argument(
+        "--llama-perplexity",
+        type=Path,
+        default=peer.PERPLEXITY,
+        help=f"the llama-perplexity binary, its shared libraries beside it (default {peer.PERPLEXITY})",
+    )
+    p.add_argument(
         "--timeout", type=float, default=900.0, help="seconds per llama-perplexity run (default 900)"
     )
     p.add_argument("--quick", action="store_true", help="1 throughput round: checks the harness")
@@ -414,7 +434,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    peer.ensure_built()
+    peer.ensure_built(args.llama_perplexity)
     from importlib.metadata import version
 
     from kaiyuan.config import load_settings
@@ -436,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "models": {label: str(path) for label, path in paths.items()},
         "kaiyuan_commit": git_commit(),
         "llama_cpp_python": version("llama-cpp-python"),
-        "peer": str(peer.PERPLEXITY),
+        "peer": str(args.llama_perplexity),
         "peer_extra": args.peer_arg,
         "loadavg_start": os.getloadavg(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
@@ -459,7 +479,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 "  llama-perplexity: "
                 + " ".join(
-                    peer.command(paths["F32"], text, ctx=args.ctx, threads=args.threads, extra=args.peer_arg)
+                    peer.command(
+                        paths["F32"],
+                        text,
+                        ctx=args.ctx,
+                        threads=args.threads,
+                        extra=args.peer_arg,
+                        binary=args.llama_perplexity,
+                    )
                 ),
                 flush=True,
             )
