@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -41,14 +41,17 @@ class GenerationHandle:
         self._wakeup: asyncio.Event | None = None
 
     # -- producer side (engine thread) -------------------------------------------------------------
-    def push(self, event: TokenEvent) -> None:
+    def push(self, event: TokenEvent, *, wake: bool = True) -> None:
+        """Add one event. ``wake=False`` leaves waking an async consumer to ``wake_all`` (an engine that pushes
+        to many handles per step wakes their event loop once, not once per token)."""
         with self._cond:
             if self._done:
                 return
             self._events.append(event)
             self.generated_tokens += 1
             self._cond.notify_all()
-            self._wake()
+            if wake:
+                self._wake()
 
     def finish(self, reason: str, error: BaseException | None = None) -> None:
         with self._cond:
@@ -59,6 +62,18 @@ class GenerationHandle:
             self.error = error
             self._cond.notify_all()
             self._wake()
+
+    @staticmethod
+    def wake_all(handles: Iterable[GenerationHandle]) -> None:
+        """Wake the async consumers of ``handles`` with one event-loop callback per loop."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
+        for handle in handles:
+            loop, wakeup = handle._loop, handle._wakeup
+            if loop is not None and wakeup is not None:
+                by_loop.setdefault(loop, []).append(wakeup)
+        for loop, events in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # loop closed: the consumers are gone
+                loop.call_soon_threadsafe(_set_each, events)
 
     @property
     def cancelled(self) -> bool:
@@ -121,3 +136,8 @@ class GenerationHandle:
             await self._wakeup.wait()
         if self.error is not None:
             raise self.error
+
+
+def _set_each(events: list[asyncio.Event]) -> None:
+    for event in events:
+        event.set()

@@ -244,6 +244,8 @@ class Scheduler:
             if job.out_index >= 0:
                 index, job.out_index = job.out_index, -1
                 self._on_logits(job, index)
+        # one event-loop wake-up for the whole step's tokens (finished handles woke on finish)
+        GenerationHandle.wake_all(job.handle for job in scheduled)
 
     def _choose_group(self, ready: list[Job]) -> tuple[str, ...]:
         """The adapter set whose sequences run this step; sets take turns of ``ADAPTER_TURN_STEPS`` steps.
@@ -307,7 +309,8 @@ class Scheduler:
         if job.think is not None:
             job.think.feed(text)
         self._stats.generated_tokens += 1
-        job.handle.push(TokenEvent(token=token, text=text, logprob=logprob, top_logprobs=top, forced=forced))
+        event = TokenEvent(token=token, text=text, logprob=logprob, top_logprobs=top, forced=forced)
+        job.handle.push(event, wake=False)  # _step wakes every consumer once after the step
 
     def _finish(self, job: Job, reason: str, error: BaseException | None = None) -> None:
         job.sampler.free()
