@@ -115,7 +115,8 @@ class LlamaCppEngine:
         """What it runs on, for ``kaiyuan serve`` and ``ps``."""
         where = f"{self.gpu_layers} layers on the GPU" if self.gpu_layers else "CPU"
         flash = f", {self.flash_probe.describe()}" if self.flash_probe is not None else ""
-        return f"llama.cpp ({where}, {self.n_threads} threads{flash})"
+        threads = f"{self.n_threads} thread{'s' if self.n_threads != 1 else ''}"
+        return f"llama.cpp ({where}, {threads}{flash})"
 
     def _resolve_flash_attn(self, flash_attn: str, n_parallel: int) -> str:
         """``auto`` on the CPU becomes ``on`` or ``off`` from a measurement; llama.cpp decides for GPU layers."""

@@ -110,7 +110,7 @@ class _ProbeContext:
             self.ctx = None
 
 
-def probe_flash_attn(model: Model, *, n_threads: int, n_parallel: int, budget_s: float = 1.0) -> FlashProbe:
+def probe_flash_attn(model: Model, *, n_threads: int, n_parallel: int, budget_s: float = 2.0) -> FlashProbe:
     """Measure CPU decoding with flash attention off and on (about ``budget_s`` seconds in all; once per model
     file, threads and sequences in a process). Raises on a llama.cpp failure; the caller falls back."""
     seqs = max(1, min(n_parallel, MAX_SEQS))
@@ -133,12 +133,12 @@ def _measure(model: Model, *, n_threads: int, seqs: int, budget_s: float) -> Fla
             _ProbeContext(model, flash=flash, seqs=seqs, depth=PROBE_DEPTH, n_threads=n_threads)
             for flash in (False, True)
         ]
-        depth = _fill(contexts, filler, budget_s / 2)
+        depth = _fill(contexts, filler, budget_s * 0.6)  # the depth matters more than many steps
         for ctx in contexts:
             ctx.share()
         times: list[list[float]] = [[], []]
         token = filler[0]
-        deadline = time.perf_counter() + budget_s / 2
+        deadline = time.perf_counter() + budget_s * 0.4
         for round_ in range(ROUNDS):
             order = (0, 1) if round_ % 2 == 0 else (1, 0)  # alternate who goes first
             for which in order:
