@@ -37,7 +37,7 @@ from benchmarks._serve_client import chat_body, concurrent_chats, stream_chat
 from benchmarks._serve_peers import RunningServer, ServerSpec, bundled_model, free_port, make_log_dir
 from benchmarks.serve_bench import story_messages, system_prompt
 
-PEERS = ("kaiyuan-vllm", "vllm-serve", "kaiyuan-llama.cpp", "kaiyuan-vllm-defaults", "vllm-serve-defaults")
+PEERS = ("kaiyuan-vllm", "vllm-serve", "kaiyuan-vllm-defaults", "vllm-serve-defaults", "kaiyuan-llama.cpp")
 # Two tables: the same settings for every peer, and each vLLM server as a user starts it with no tuning flags.
 GROUPS = {
     "identical settings": ("kaiyuan-vllm", "vllm-serve", "kaiyuan-llama.cpp"),
@@ -237,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     type(exc).__name__
                 ]
                 peer.failure = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
-            print(f"round {round_ + 1}: {peer.name} done", file=sys.stderr, flush=True)
+            got = ", ".join(f"{k} {v[-1]:.3f}" for k, v in peer.results.items()) or peer.failure
+            print(f"round {round_ + 1}: {peer.name}: {got}", file=sys.stderr, flush=True)
     print(report(peers, c))
     return 0
 
