@@ -43,9 +43,9 @@ class PeerRun:
     ppl_ratio: float | None = None  # --kl-divergence: "Mean PPL(Q)/PPL(base)"
     kl: dict[str, float] = field(default_factory=dict)  # mean, max, p99, median
     same_top_p: float | None = None  # fraction, --kl-divergence
-    prompt_eval_ms: float | None = None  # llama.cpp's decode time (llama_perf_context_print)
-    prompt_eval_tokens: int | None = None
-    load_ms: float | None = None
+    scoring_s: float | None = (
+        None  # plain run: from "calculating perplexity" to "Final estimate" (its log times)
+    )
 
     @property
     def ok(self) -> bool:
@@ -86,6 +86,16 @@ def _float(pattern: str, text: str, group: int = 1) -> float | None:
     return float(m.group(group)) if m else None
 
 
+def _log_time(message: str, text: str) -> float | None:
+    """Seconds since start of the log line holding ``message``: llama.cpp's log prefixes each line with
+    ``minutes.seconds.milliseconds.microseconds`` (e.g. ``0.01.157.960 I Final estimate: …``)."""
+    m = _find(rf"^(\d+)\.(\d+)\.(\d+)\.(\d+) \w [^\n]*?{re.escape(message)}", text)
+    if m is None:
+        return None
+    minutes, seconds, millis, micros = (int(g) for g in m.groups())
+    return minutes * 60 + seconds + millis / 1e3 + micros / 1e6
+
+
 def parse(cmd: list[str], wall_s: float, returncode: int, output: str) -> PeerRun:
     """The figures in llama-perplexity's output (stdout and stderr together)."""
     final = _find(rf"Final estimate: PPL = {_FLOAT} \+/- {_FLOAT}", output)
@@ -103,7 +113,7 @@ def parse(cmd: list[str], wall_s: float, returncode: int, output: str) -> PeerRu
         if (value := _float(pattern, output)) is not None
     }
     same_top = _float(rf"^Same top p:\s*{_FLOAT}", output)
-    prompt = _find(rf"prompt eval time =\s*{_FLOAT} ms /\s*(\d+) tokens", output)
+    began, ended = _log_time("calculating perplexity over", output), _log_time("Final estimate", output)
     return PeerRun(
         command=cmd,
         wall_s=wall_s,
@@ -116,9 +126,7 @@ def parse(cmd: list[str], wall_s: float, returncode: int, output: str) -> PeerRu
         ppl_ratio=_float(rf"^Mean PPL\(Q\)/PPL\(base\)\s*:\s*{_FLOAT}", output),
         kl=kl,
         same_top_p=same_top / 100 if same_top is not None else None,
-        prompt_eval_ms=float(prompt.group(1)) if prompt else None,
-        prompt_eval_tokens=int(prompt.group(2)) if prompt else None,
-        load_ms=_float(rf"load time =\s*{_FLOAT} ms", output),
+        scoring_s=ended - began if began is not None and ended is not None else None,
     )
 
 

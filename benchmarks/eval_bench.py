@@ -236,8 +236,7 @@ def _peer_dict(p: peer.PeerRun) -> dict[str, Any]:
         "ppl_ratio": p.ppl_ratio,
         "kl": p.kl,
         "top1": p.same_top_p,
-        "prompt_eval_ms": p.prompt_eval_ms,
-        "prompt_eval_tokens": p.prompt_eval_tokens,
+        "scoring_s": p.scoring_s,
         **({} if p.ok else {"output_tail": p.tail(30)}),
     }
 
@@ -278,12 +277,11 @@ def throughput(
                 else:
                     p = peer.run(cmd, args.timeout)
                     scored = (p.chunks or 0) * (args.ctx - args.ctx // 2 - 1)
-                    decode_s = (p.prompt_eval_ms or 0) / 1000
                     entry["llama-perplexity"] = {
                         **_peer_dict(p),
                         "tokens_scored": scored,
-                        "scoring_s": decode_s,
-                        "rate": scored / decode_s if decode_s > 0 and p.ok else None,
+                        "scoring_s": p.scoring_s,
+                        "rate": scored / p.scoring_s if p.scoring_s and p.ok else None,
                     }
             k_rate, p_rate = entry["kaiyuan"]["rate"], entry["llama-perplexity"]["rate"]
             entry["ratio"] = rel(k_rate, p_rate)
@@ -503,8 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(quant_table(result["figures"]))
     if "throughput" in result:
         print(
-            "\nThroughput, median over rounds (kaiyuan: decode + log-softmax per window; llama-perplexity: its "
-            "'prompt eval time', decode only; wall: load + tokenize + score):\n"
+            "\nThroughput, median over rounds (tokens scored / scoring time: kaiyuan's decode + reduction of each "
+            "window; llama-perplexity's log times from 'calculating perplexity' to 'Final estimate'; wall: the whole "
+            "run, load included):\n"
         )
         print(throughput_table(result["throughput"]))
     print(
