@@ -64,6 +64,9 @@ def test_a_quantized_export_is_measured_and_the_policy_fails_a_costly_one(
 
     shown = kaiyuan("show", f32).stdout
     assert "export Q8_0" in shown and "export Q4_0" in shown
+    # the costly file was never released; the source itself is not held to its cost
+    check = kaiyuan("license", "check", f32)
+    assert check.returncode == 0 and f"allowed  {f32}" in check.stdout, check.stdout
 
 
 def test_no_eval_skips_the_measurement_unless_the_policy_needs_it(

@@ -2,7 +2,8 @@
 ``max_kl``, ``max_ppl_ratio`` or ``min_top1`` fails the release.
 
 Owns judging figures recorded by ``kaiyuan eval`` (records of kind ``against`` on a store model: the model
-measured against its source; kind ``export``: a file ``kaiyuan export`` wrote, measured against this model) and
+measured against its source; an ``export`` record describes another file and is judged when that file is
+exported) and
 the one-line reason naming the measured figure and the threshold. A model kaiyuan made by converting or
 quantizing, with no measurement on record, fails when a threshold is set: unmeasured is not read as good enough.
 It reads records; it never measures (that is ``kaiyuan.eval``'s) and raises nothing.
@@ -66,11 +67,6 @@ def quality_reasons(policy: Policy, model: dict[str, Any]) -> list[str]:
         if record.get("kind") == "against":
             measured = True
             reasons += record_reasons(policy, record, what=f"{name} against {against.get('name', '?')}")
-        elif record.get("kind") == "export":
-            output = _table(record, "output")
-            reasons += record_reasons(
-                policy, record, what=f"{output.get('file', 'an export')} against {name}"
-            )
     lineage = _table(model, "lineage")
     if not measured and lineage.get("relation") in MEASURED_RELATIONS:
         sources = [b.get("name") for b in lineage.get("base_models") or [] if isinstance(b, dict)]
