@@ -127,3 +127,13 @@ def test_a_tuned_model_beats_its_base_on_its_held_out_format_task(tmp_path: Path
     record = store().resolve("marked").evals[-1]
     assert record["kind"] == "chat" and record["against"]["name"] == "smollm2:135m"
     assert record["match_rate"] > record["against"]["match_rate"]
+
+
+def test_text_and_chat_together_are_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "held.jsonl"
+    path.write_text(chat("hi", "hello") + "\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["eval", "smollm2", "--chat", str(path), "--text", str(path)])
+    assert (
+        result.exit_code == 2
+        and "give --text (perplexity) or --chat (held-out chats), not both" in result.output
+    )
