@@ -17,7 +17,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from kaiyuan.engine._protocol import TokenEvent
 
-__all__ = ["GenerationHandle"]
+__all__ = ["GenerationHandle", "Waker", "set_events"]
+
+# How a handle wakes its async consumer: given the consumer's loop and the event it waits on. The default is one
+# ``loop.call_soon_threadsafe(event.set)`` per push; an engine may gather them (one cross-thread call per step).
+Waker = Callable[[asyncio.AbstractEventLoop, asyncio.Event], None]
 
 
 class GenerationHandle:
@@ -25,7 +29,11 @@ class GenerationHandle:
     ``stop`` (end of generation token), ``length`` (max_tokens or context full) or ``cancelled``."""
 
     def __init__(
-        self, prompt_tokens: int, on_cancel: Callable[[GenerationHandle], None] | None = None
+        self,
+        prompt_tokens: int,
+        on_cancel: Callable[[GenerationHandle], None] | None = None,
+        *,
+        waker: Waker | None = None,
     ) -> None:
         self.prompt_tokens = prompt_tokens
         self.cached_tokens = 0  # prompt tokens reused from the prefix cache; set by the engine
@@ -39,6 +47,7 @@ class GenerationHandle:
         self._on_cancel = on_cancel
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
+        self._waker = waker
 
     # -- producer side (engine thread) -------------------------------------------------------------
     def push(self, event: TokenEvent, *, wake: bool = True) -> None:
@@ -73,7 +82,7 @@ class GenerationHandle:
                 by_loop.setdefault(loop, []).append(wakeup)
         for loop, events in by_loop.items():
             with contextlib.suppress(RuntimeError):  # loop closed: the consumers are gone
-                loop.call_soon_threadsafe(_set_each, events)
+                loop.call_soon_threadsafe(set_events, events)
 
     @property
     def cancelled(self) -> bool:
@@ -85,6 +94,9 @@ class GenerationHandle:
 
     def _wake(self) -> None:
         if self._loop is not None and self._wakeup is not None:
+            if self._waker is not None:
+                self._waker(self._loop, self._wakeup)
+                return
             with contextlib.suppress(RuntimeError):  # loop closed: the consumer is gone
                 self._loop.call_soon_threadsafe(self._wakeup.set)
 
@@ -138,6 +150,7 @@ class GenerationHandle:
             raise self.error
 
 
-def _set_each(events: list[asyncio.Event]) -> None:
+def set_events(events: list[asyncio.Event]) -> None:
+    """Set each event (run on their loop: one callback for many consumers)."""
     for event in events:
         event.set()

@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from kaiyuan.engine import TokenEvent
-from kaiyuan.engine.vllm._wakeups import BatchedHandle, StepWaker
+from kaiyuan.engine import GenerationHandle, TokenEvent
+from kaiyuan.engine.vllm._wakeups import StepWaker
 
 
 class CountingLoop(asyncio.SelectorEventLoop):
@@ -40,7 +40,7 @@ def engine_loop() -> Iterator[tuple[asyncio.AbstractEventLoop, threading.Thread]
 def test_eight_streams_get_every_token_with_one_wakeup_per_step(engine_loop) -> None:
     loop, thread = engine_loop
     waker = StepWaker(loop, thread)
-    handles = [BatchedHandle(1, waker) for _ in range(8)]
+    handles = [GenerationHandle(1, waker=waker.wake) for _ in range(8)]
     consumer = CountingLoop()
     steps = 5
 
@@ -51,7 +51,7 @@ def test_eight_streams_get_every_token_with_one_wakeup_per_step(engine_loop) -> 
                 handle.finish("length")
 
     async def consume() -> list[str]:
-        async def one(handle: BatchedHandle) -> str:
+        async def one(handle: GenerationHandle) -> str:
             return "".join([event.text async for event in handle])
 
         readers = [asyncio.ensure_future(one(h)) for h in handles]
@@ -71,7 +71,7 @@ def test_eight_streams_get_every_token_with_one_wakeup_per_step(engine_loop) -> 
 
 def test_pushes_from_another_thread_wake_at_once(engine_loop) -> None:
     loop, thread = engine_loop
-    handle = BatchedHandle(1, StepWaker(loop, thread))
+    handle = GenerationHandle(1, waker=StepWaker(loop, thread).wake)
 
     async def consume() -> list[str]:
         async def produce() -> None:

@@ -34,7 +34,7 @@ from kaiyuan.engine.vllm._embedder import Pooler, embed_inputs, kv_bytes_for
 from kaiyuan.engine.vllm._lora_check import check_lora_fits
 from kaiyuan.engine.vllm._params import grammar_for_vllm
 from kaiyuan.engine.vllm._phases import PhaseRunner, RequestCounters
-from kaiyuan.engine.vllm._wakeups import BatchedHandle, StepWaker
+from kaiyuan.engine.vllm._wakeups import StepWaker
 from kaiyuan.errors import EngineError, InvalidRequest, Overloaded
 
 __all__ = ["VllmEngine", "VllmOptions"]
@@ -343,7 +343,7 @@ class VllmEngine:
             for future in running:
                 future.cancel()
 
-        handle = BatchedHandle(len(request.prompt), self._waker, on_cancel=cancel)
+        handle = GenerationHandle(len(request.prompt), on_cancel=cancel, waker=self._waker.wake)
         self._counters.prompt_tokens += len(request.prompt)
         limit = generation_limit(request, self.n_ctx)
         if limit == 0:

@@ -4,8 +4,8 @@ The vLLM engine's requests run on an event loop of the engine's own; their consu
 on another loop. ``GenerationHandle`` wakes its consumer with ``loop.call_soon_threadsafe`` on every token, a
 cross-thread wake-up (a write to the loop's wake-up file descriptor, under the GIL) per token and stream. With
 8 streams vLLM hands back 8 tokens per step, and profiling ``kaiyuan serve`` at 8 streams put a quarter of the
-time the server process held the GIL in those calls. ``StepWaker`` collects the wake-ups of one pass of the
-engine loop and sends them as one cross-thread call per consumer loop.
+time the server process held the GIL in those calls. ``StepWaker.wake`` (a handle's ``waker``) collects the
+wake-ups of one pass of the engine loop and sends them as one cross-thread call per consumer loop.
 
 Owns only that; knows nothing of vLLM, requests or HTTP.
 """
@@ -15,16 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable
 
-from kaiyuan.engine._handle import GenerationHandle
+from kaiyuan.engine._handle import set_events
 
-__all__ = ["BatchedHandle", "StepWaker"]
-
-
-def _set_all(events: list[asyncio.Event]) -> None:
-    for event in events:
-        event.set()
+__all__ = ["StepWaker"]
 
 
 class StepWaker:
@@ -55,21 +49,4 @@ class StepWaker:
         pending, self._pending = self._pending, {}
         for consumer, events in pending.items():
             with contextlib.suppress(RuntimeError):
-                consumer.call_soon_threadsafe(_set_all, events)
-
-
-class BatchedHandle(GenerationHandle):
-    """A ``GenerationHandle`` whose consumer wake-ups go through a ``StepWaker``."""
-
-    def __init__(
-        self,
-        prompt_tokens: int,
-        waker: StepWaker,
-        on_cancel: Callable[[GenerationHandle], None] | None = None,
-    ) -> None:
-        super().__init__(prompt_tokens, on_cancel=on_cancel)
-        self._waker = waker
-
-    def _wake(self) -> None:  # called under the handle's lock, as the base class does
-        if self._loop is not None and self._wakeup is not None:
-            self._waker.wake(self._loop, self._wakeup)
+                consumer.call_soon_threadsafe(set_events, events)
