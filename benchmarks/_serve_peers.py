@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from benchmarks._machine import cpu_info
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / ".build"
@@ -46,22 +47,10 @@ class PeerConfig:
 FLASH_SETTINGS = ("off", "on", "defaults")
 
 
-def cpu_has_amx() -> bool:
-    """Intel AMX present: llama.cpp's AMX path (weight repacking) dies here (SIGILL/SIGSEGV at the first decode),
-    so llama.cpp's tools get --no-repack, which is how kaiyuan loads weights on such a CPU."""
-    try:
-        return any(
-            line.startswith("flags") and " amx_tile" in line
-            for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
-        )
-    except OSError:
-        return False
-
-
 def llama_cpp_common_flags(cfg: PeerConfig) -> list[str]:
     """Flags llama-server and llama-batched-bench both get: flash attention as set, --no-repack on AMX CPUs."""
     flags = [] if cfg.flash_attn == "defaults" else ["-fa", cfg.flash_attn]
-    return flags + (["--no-repack"] if cpu_has_amx() else [])
+    return flags + (["--no-repack"] if cpu_info().has_amx else [])
 
 
 @dataclass

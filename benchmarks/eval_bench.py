@@ -25,9 +25,9 @@ llama-perplexity is built by benchmarks/setup_peers.sh (run automatically when i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +38,8 @@ from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make "benchmarks" importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._machine import cpu_info, git_commit
 
 from benchmarks import _perplexity_peer as peer
 
@@ -68,36 +70,6 @@ def quant_name(quant: str) -> str:
 
 
 # -- conditions ----------------------------------------------------------------------------------------------
-
-
-def cpu_description() -> dict[str, Any]:
-    """The CPU's model name and the instruction-set flags llama.cpp's kernels care about."""
-    name, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and name == "unknown":
-                name = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
-    return {"model": name, "flags": [f for f in wanted if f in flags], "cpus": os.cpu_count()}
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=Path(__file__).parent,
-        )
-    except OSError:
-        return None
-    return out.stdout.strip() or None
 
 
 # -- the models ----------------------------------------------------------------------------------------------
@@ -444,10 +416,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.time()
     print(f"models in {args.home}", flush=True)
     paths = prepare_models(store, settings, args.quants)
-    cpu = cpu_description()
+    cpu = cpu_info()
     corpus = read_corpus(args.text)
     conditions: dict[str, Any] = {
-        "cpu": cpu,
+        "cpu": dataclasses.asdict(cpu),
         "threads": args.threads,
         "ctx": args.ctx,
         "text": {"name": corpus.name, "digest": corpus.digest},
@@ -460,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
     }
     print(
-        f"CPU {cpu['model']} ({cpu['cpus']} CPUs; {' '.join(cpu['flags'])}); threads {args.threads}, ctx "
+        f"CPU {cpu.describe()}; threads {args.threads}, ctx "
         f"{args.ctx}, text {corpus.name}; llama.cpp of llama-cpp-python {conditions['llama_cpp_python']} on both "
         f"sides (kaiyuan in-process, llama-perplexity built by setup_peers.sh); load average "
         f"{conditions['loadavg_start'][0]:.1f}",
@@ -508,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(throughput_table(result["throughput"]))
     print(
         f"\nthreads {args.threads}, ctx {args.ctx}; load average {conditions['loadavg_start'][0]:.1f} → "
-        f"{conditions['loadavg_end'][0]:.1f} on {cpu['cpus']} CPUs; {conditions['duration_s']:.0f} s"
+        f"{conditions['loadavg_end'][0]:.1f} on {cpu.cpus} CPUs; {conditions['duration_s']:.0f} s"
     )
     out = args.out or RESULTS / f"eval_bench-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import signal
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -50,6 +49,8 @@ import httpx
 
 if __package__ in (None, ""):  # run as a script: make "benchmarks" importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._machine import cpu_info, git_commit
 
 from benchmarks import _serve_client as client_mod
 from benchmarks import _serve_peers as peers_mod
@@ -423,40 +424,6 @@ def round_order(items: Sequence[T], round_: int) -> list[T]:
     return [*items[k:], *items[:k]]
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else what the platform module knows."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def simd_flags() -> list[str]:
-    """The CPU features that change llama.cpp's kernels (AVX2, AVX-512 and its BF16/VNNI parts, AMX)."""
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return [f for f in wanted if f in have]
-    return []
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=Path(__file__).parent,
-        )
-    except OSError:
-        return None
-    return out.stdout.strip() or None
-
-
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     # unwinds like Ctrl-C, so the servers' process groups are stopped on the way out
     raise SystemExit(128 + signum)
@@ -476,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget = {"rss_mb": model.stat().st_size / 1e6 + kv_mb + 200}
     log_dir = peers_mod.make_log_dir()
     started = time.time()
+    cpu = cpu_info()
     conditions = {
         "model": str(model),
         "model_mb": model.stat().st_size / 1e6,
@@ -491,12 +459,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "llama_server_extra": args.llama_server_arg,
         "cpus": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
-        "cpu": cpu_model(),
-        "cpu_flags": simd_flags(),
+        "cpu": cpu.model,
+        "cpu_flags": list(cpu.flags),
         "flash_attn": args.flash_attn,
         "peer_argv": {name: peers_mod.server_spec(name, cfg, 0).argv for name in args.peers},
         "loadavg_start": os.getloadavg(),
-        "kaiyuan_commit": _git_commit(),
+        "kaiyuan_commit": git_commit(),
         "banned_tokens": vocab.eog,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "log_dir": str(log_dir),

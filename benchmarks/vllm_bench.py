@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -33,6 +32,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._machine import cpu_info
 from benchmarks._serve_client import chat_body, concurrent_chats, stream_chat
 from benchmarks._serve_peers import RunningServer, ServerSpec, bundled_model, free_port, make_log_dir
 from benchmarks.serve_bench import story_messages, system_prompt
@@ -70,21 +70,6 @@ class Peer:
     def median(self, key: str) -> float | None:
         values = self.results.get(key)
         return statistics.median(values) if values else None
-
-
-def cpu_description() -> str:
-    model, flags = platform.processor() or "unknown CPU", ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", "unknown CPU", platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                flags = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in have)
-                break
-    except OSError:
-        pass
-    return f"{model} ({os.cpu_count()} cores; {flags or 'no AVX2'})"
 
 
 def prepare(workdir: Path) -> tuple[Path, Path, list[int]]:
@@ -176,7 +161,7 @@ def command_line(peer: Peer) -> str:
 
 def report(peers: Sequence[Peer], c: Conditions) -> str:
     keys = ["single tok/s", "8 streams agg tok/s", "TTFT cold s", "TTFT warm s"]
-    lines = [f"CPU: {cpu_description()}", f"conditions (identical settings): {c}"]
+    lines = [f"CPU: {cpu_info().describe()}", f"conditions (identical settings): {c}"]
     for title, names in GROUPS.items():
         group = [p for p in peers if p.name in names]
         if not group:

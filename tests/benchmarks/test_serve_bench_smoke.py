@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from benchmarks._machine import cpu_info
 
 from benchmarks import _serve_client as client
 from benchmarks import _serve_peers as peers
@@ -278,7 +279,7 @@ def test_each_peer_at_its_defaults_gets_no_flash_flag() -> None:
         assert flag not in peers.server_spec(name, cfg, 9000).argv
     # on an AMX CPU llama.cpp's tools need --no-repack to run at all (kaiyuan loads weights that way there)
     ls = peers.server_spec("llama-server", cfg, 9000).argv
-    assert ("--no-repack" in ls) == peers.cpu_has_amx()
+    assert ("--no-repack" in ls) == cpu_info().has_amx
 
 
 def test_kv_size_of_the_bundled_model() -> None:
