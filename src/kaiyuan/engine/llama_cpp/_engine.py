@@ -21,6 +21,7 @@ from kaiyuan.engine._admission import check_request, generation_limit
 from kaiyuan.engine._handle import GenerationHandle
 from kaiyuan.engine._protocol import EngineStats, GenerationRequest, ThinkBudget
 from kaiyuan.engine._text_watch import ThinkTracker
+from kaiyuan.engine.llama_cpp._compute_thread import in_fresh_thread
 from kaiyuan.engine.llama_cpp._embedder import Embedder
 from kaiyuan.engine.llama_cpp._flash_probe import FlashProbe, probe_flash_attn
 from kaiyuan.engine.llama_cpp._model import Model, default_gpu_layers, gpu_offload_supported
@@ -123,7 +124,11 @@ class LlamaCppEngine:
         if flash_attn != "auto" or self.gpu_layers:
             return flash_attn
         try:
-            self.flash_probe = probe_flash_attn(self.model, n_threads=self.n_threads, n_parallel=n_parallel)
+            # on a thread that ends with it: the loader's thread lives on (see _compute_thread)
+            self.flash_probe = in_fresh_thread(
+                lambda: probe_flash_attn(self.model, n_threads=self.n_threads, n_parallel=n_parallel),
+                name="kaiyuan-flash-probe",
+            )
         except (RuntimeError, MemoryError) as exc:  # the probe is an optimisation: never fail a load over it
             log.warning("flash attention probe failed (%s); letting llama.cpp choose", exc)
             return "auto"
