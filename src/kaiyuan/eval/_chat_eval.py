@@ -23,6 +23,7 @@ import numpy as np
 from kaiyuan.eval._chats import ChatCase, ChatFile, read_chat_file
 from kaiyuan.eval._record import add_record
 from kaiyuan.eval._sides import Side
+from kaiyuan.tune._data import message_from_dict
 
 if TYPE_CHECKING:
     from kaiyuan.chat import ChatTemplate
@@ -78,36 +79,6 @@ def _template(manifest: Manifest) -> ChatTemplate:
     )
 
 
-def _message(m: dict[str, Any]) -> Any:
-    from kaiyuan.types import Message, ToolCall
-
-    calls = []
-    for call in m.get("tool_calls") or []:
-        fn = call.get("function", call) if isinstance(call, dict) else {}
-        args = fn.get("arguments", "{}")
-        calls.append(
-            ToolCall(
-                name=str(fn.get("name", "")),
-                arguments=args if isinstance(args, str) else _dumps(args),
-                id=str(call.get("id", "")),
-            )
-        )
-    return Message(
-        role=m["role"],
-        content=m.get("content"),
-        reasoning_content=m.get("reasoning_content"),
-        tool_calls=calls,
-        tool_call_id=m.get("tool_call_id"),
-        name=m.get("name"),
-    )
-
-
-def _dumps(value: Any) -> str:
-    import json
-
-    return json.dumps(value, ensure_ascii=False)
-
-
 class _ChatScorer:
     """One model's template, tokenizer and llama.cpp context, turning chats into scores."""
 
@@ -125,7 +96,7 @@ class _ChatScorer:
         extra: dict[str, Any] = {"enable_thinking": True} if thinking else {}
         return str(
             self.template.render(
-                [_message(m) for m in messages], add_generation_prompt=generation_prompt, **extra
+                [message_from_dict(m) for m in messages], add_generation_prompt=generation_prompt, **extra
             )
         )
 

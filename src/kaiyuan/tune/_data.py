@@ -18,9 +18,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kaiyuan.errors import InvalidDataset
+
+if TYPE_CHECKING:
+    from kaiyuan.types import Message
 
 __all__ = ["FORMATS", "Conversation", "DataFile", "detect_format", "file_digest", "read_data_file"]
 
@@ -246,3 +249,29 @@ def _check_messages(messages: list[dict[str, Any]]) -> None:
     for i, message in enumerate(messages[1:], start=1):
         if message["role"] == "system":
             raise _LineError(f"message {i}: a system message may only come first")
+
+
+def message_from_dict(m: dict[str, Any]) -> Message:
+    """A normalised chat message (``role``, ``content``, ``reasoning_content``, OpenAI-style ``tool_calls`` …) as
+    the chat layer's ``Message``, for rendering with the model's template; object arguments become JSON text."""
+    from kaiyuan.types import Message, ToolCall
+
+    calls = []
+    for call in m.get("tool_calls") or []:
+        fn = call.get("function", call) if isinstance(call, dict) else {}
+        args = fn.get("arguments", "{}")
+        calls.append(
+            ToolCall(
+                name=str(fn.get("name", "")),
+                arguments=args if isinstance(args, str) else json.dumps(args, ensure_ascii=False),
+                id=str(call.get("id", "")),
+            )
+        )
+    return Message(
+        role=m["role"],
+        content=m.get("content"),
+        reasoning_content=m.get("reasoning_content"),
+        tool_calls=calls,
+        tool_call_id=m.get("tool_call_id"),
+        name=m.get("name"),
+    )

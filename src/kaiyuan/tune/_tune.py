@@ -25,7 +25,7 @@ from kaiyuan.config import Settings
 from kaiyuan.errors import KaiyuanError, TuneError
 from kaiyuan.tune._batching import Schedule, rows_from_examples
 from kaiyuan.tune._config import TuneConfig
-from kaiyuan.tune._data import Conversation, DataFile, read_data_file
+from kaiyuan.tune._data import Conversation, DataFile, message_from_dict, read_data_file
 from kaiyuan.tune._distributed import Distributed
 from kaiyuan.tune._lineage import (
     BaseRef,
@@ -178,34 +178,12 @@ def _prepare(
     conversations: list[Conversation], loaded: Any, template: Any, config: TuneConfig
 ) -> PreparedData:
     from kaiyuan.tune._model import tokenize_with_offsets
-    from kaiyuan.types import Message, ToolCall
-
-    def to_message(m: dict[str, Any]) -> Message:
-        calls = []
-        for call in m.get("tool_calls") or []:
-            fn = call.get("function", call) if isinstance(call, dict) else {}
-            args = fn.get("arguments", "{}")
-            calls.append(
-                ToolCall(
-                    name=str(fn.get("name", "")),
-                    arguments=args if isinstance(args, str) else _dumps(args),
-                    id=str(call.get("id", "")),
-                )
-            )
-        return Message(
-            role=m["role"],
-            content=m.get("content"),
-            reasoning_content=m.get("reasoning_content"),
-            tool_calls=calls,
-            tool_call_id=m.get("tool_call_id"),
-            name=m.get("name"),
-        )
 
     def render(messages: list[dict[str, Any]], generation_prompt: bool, thinking: bool) -> str:
         extra = {"enable_thinking": True} if thinking else {}
         return str(
             template.render(
-                [to_message(m) for m in messages], add_generation_prompt=generation_prompt, **extra
+                [message_from_dict(m) for m in messages], add_generation_prompt=generation_prompt, **extra
             )
         )
 
@@ -235,12 +213,6 @@ def _adapter_metadata(name: str, base: BaseRef) -> dict[str, str | int | float]:
     if isinstance(license_id, str) and license_id:
         meta["general.license"] = license_id
     return meta
-
-
-def _dumps(value: Any) -> str:
-    import json
-
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _execute(
