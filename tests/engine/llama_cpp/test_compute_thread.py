@@ -45,3 +45,22 @@ def test_embeddings_and_the_probe_compute_off_the_callers_thread(
         assert threads[kind], kind
         for thread in threads[kind]:
             assert thread is not threading.current_thread() and not thread.is_alive(), kind
+
+
+def test_an_idle_scheduler_thread_ends_and_the_next_request_starts_one(
+    model_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an idle engine's thread would keep its OpenMP team and slow another loaded model's decoding
+    from kaiyuan.engine import GenerationRequest
+    from kaiyuan.engine.llama_cpp import _scheduler
+
+    monkeypatch.setattr(_scheduler, "IDLE_EXIT_S", 0.2)
+    with LlamaCppEngine(model_path, flash_attn="off", n_ctx=128, n_parallel=2, n_threads=THREADS) as engine:
+        prompt = engine.tokenize("Hello")
+        assert len(list(engine.submit(GenerationRequest(prompt=prompt, max_tokens=3)))) == 3
+        first = engine.scheduler._thread
+        assert first is not None
+        first.join(timeout=30)
+        assert not first.is_alive() and engine.scheduler._thread is None
+        assert len(list(engine.submit(GenerationRequest(prompt=prompt, max_tokens=3)))) == 3
+        assert engine.scheduler._thread is not None and engine.scheduler._thread is not first

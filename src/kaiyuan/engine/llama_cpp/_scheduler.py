@@ -46,6 +46,12 @@ log = logging.getLogger(__name__)
 # (benchmarks/adapter_bench.py, SmolLM2, 2 threads).
 ADAPTER_TURN_STEPS = 4
 
+# Seconds without work after which the scheduler thread ends (the next request starts a new one). On OpenMP builds
+# each thread that ran llama.cpp compute keeps an OpenMP team while it lives, and with two such threads libgomp stops
+# spinning at barriers: an idle engine's thread (another loaded model) would slow the busy one 2.5x
+# (see _compute_thread.py).
+IDLE_EXIT_S = 5.0
+
 
 @dataclass(eq=False)
 class Job:
@@ -98,8 +104,7 @@ class Scheduler:
         self._stats = EngineStats(slots=n_parallel, kv_total_cells=int(lib.llama_n_ctx(ctx)))
         self.step_seconds = 0.0  # time spent in llama_decode in total (for benchmarks)
         self.steps = 0
-        self._thread = threading.Thread(target=self._run, name="kaiyuan-scheduler", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
 
     # -- any thread --------------------------------------------------------------------------------
     def enqueue(self, job: Job) -> None:
@@ -113,6 +118,9 @@ class Scheduler:
                     retry_after=1.0,
                 )
             self._waiting.append(job)
+            if self._thread is None:  # idle ended the last one (or none yet)
+                self._thread = threading.Thread(target=self._run, name="kaiyuan-scheduler", daemon=True)
+                self._thread.start()
             self._cond.notify_all()
 
     def wake(self, _handle: GenerationHandle | None = None) -> None:
@@ -139,7 +147,10 @@ class Scheduler:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+        self._drain_closed()
         self.batch.close()
 
     # -- scheduler thread --------------------------------------------------------------------------
@@ -147,7 +158,9 @@ class Scheduler:
         while True:
             with self._cond:
                 while not self._closed and not self._waiting and not self._running:
-                    self._cond.wait()
+                    if not self._cond.wait(timeout=IDLE_EXIT_S) and not (self._waiting or self._running):
+                        self._thread = None  # idle: end, taking this thread's OpenMP team with it
+                        return
                 if self._closed:
                     break
                 self._drop_cancelled_waiting()
@@ -160,6 +173,9 @@ class Scheduler:
                     self._fail(job, exc)
         for job in list(self._running):
             self._fail(job, EngineError("the engine was closed while this request ran"))
+
+    def _drain_closed(self) -> None:
+        """After close: end the requests that never started."""
         with self._cond:
             waiting = list(self._waiting)
             self._waiting.clear()
