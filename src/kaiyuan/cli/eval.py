@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -39,6 +40,10 @@ def _rows(result: object) -> list[tuple[str, str]]:
         ("top-1 agreement", f"{comparison.top1_agreement * 100:.2f}%"),
         ("speed", f"{ppl.tokens_per_second:.0f} tokens/s (model), {ref.tokens_per_second:.0f} (reference)"),
     ]
+
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 @click.command("eval")
@@ -99,8 +104,6 @@ def eval_command(
         _eval_chats(model, chat, against, ctx or 2048, threads, no_record, as_json)
         return
     ctx = ctx or 512
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from kaiyuan.config import load_settings
     from kaiyuan.eval import evaluate
@@ -109,15 +112,7 @@ def eval_command(
     settings = load_settings(threads=threads)
     store = ModelStore.from_settings(settings)
     label = f"{model} vs {against}" if against else f"scoring {model}"
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("windows"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
+    progress = _progress("windows")
     task = progress.add_task(label, total=None)
 
     def report(done: int, total: int) -> None:
@@ -159,8 +154,6 @@ def eval_command(
 def _eval_chats(
     model: str, chat: Path, against: str | None, ctx: int, threads: int | None, no_record: bool, as_json: bool
 ) -> None:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from kaiyuan.config import load_settings
     from kaiyuan.eval import evaluate_chats
@@ -168,15 +161,7 @@ def _eval_chats(
 
     settings = load_settings(threads=threads)
     store = ModelStore.from_settings(settings)
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("chats"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
+    progress = _progress("chats")
     tasks: dict[str, object] = {}
 
     def report(name: str, done: int, total: int) -> None:
@@ -209,3 +194,19 @@ def _eval_chats(
         click.echo(f"  {score.name:<{width}}  {matched:>15}  {score.loss:>20.4f}")
     if not no_record:
         click.echo(f"recorded on {result.model.name} (kaiyuan show {result.model.name})")
+
+
+def _progress(unit: str) -> Progress:
+    """A bar on stderr that counts ``unit`` (windows scored, chats answered) and goes away when done."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
