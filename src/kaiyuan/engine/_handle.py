@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from kaiyuan.engine._protocol import TokenEvent
 
-__all__ = ["GenerationHandle", "Waker", "set_events"]
+__all__ = ["GenerationHandle", "Waker", "wake_events"]
 
 # How a handle wakes its async consumer: given the consumer's loop and the event it waits on. The default is one
 # ``loop.call_soon_threadsafe(event.set)`` per push; an engine may gather them (one cross-thread call per step).
@@ -75,14 +75,7 @@ class GenerationHandle:
     @staticmethod
     def wake_all(handles: Iterable[GenerationHandle]) -> None:
         """Wake the async consumers of ``handles`` with one event-loop callback per loop."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
-        for handle in handles:
-            loop, wakeup = handle._loop, handle._wakeup
-            if loop is not None and wakeup is not None:
-                by_loop.setdefault(loop, []).append(wakeup)
-        for loop, events in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # loop closed: the consumers are gone
-                loop.call_soon_threadsafe(set_events, events)
+        wake_events((h._loop, h._wakeup) for h in handles if h._loop is not None and h._wakeup is not None)
 
     @property
     def cancelled(self) -> bool:
@@ -150,7 +143,16 @@ class GenerationHandle:
             raise self.error
 
 
-def set_events(events: list[asyncio.Event]) -> None:
-    """Set each event (run on their loop: one callback for many consumers)."""
+def wake_events(waiting: Iterable[tuple[asyncio.AbstractEventLoop, asyncio.Event]]) -> None:
+    """Set consumers' events from another thread: one ``call_soon_threadsafe`` per loop, not one per event."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
+    for loop, event in waiting:
+        by_loop.setdefault(loop, []).append(event)
+    for loop, events in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # loop closed: the consumers are gone
+            loop.call_soon_threadsafe(_set_events, events)
+
+
+def _set_events(events: list[asyncio.Event]) -> None:
     for event in events:
         event.set()

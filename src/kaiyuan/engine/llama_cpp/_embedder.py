@@ -70,23 +70,27 @@ class Embedder:
                     context_length=self.n_ctx,
                     param="input",
                 )
-        out: list[list[float]] = []
         with self._lock:
-            start = 0
-            while start < len(token_lists):
-                group = [token_lists[start]]
-                used = len(group[0])
-                while (
-                    start + len(group) < len(token_lists)
-                    and len(group) < MAX_SEQS
-                    and used + len(token_lists[start + len(group)]) <= self.n_ctx
-                ):
-                    used += len(token_lists[start + len(group)])
-                    group.append(token_lists[start + len(group)])
-                # on a thread that ends with the call: see _compute_thread (a long-lived caller thread that has
-                # run llama.cpp compute slows the scheduler's decoding 2.5x on OpenMP builds)
-                out.extend(in_fresh_thread(functools.partial(self._run, group), name="kaiyuan-embed"))
-                start += len(group)
+            # on a thread that ends with the call: see _compute_thread (a long-lived caller thread that has
+            # run llama.cpp compute slows the scheduler's decoding 2.5x on OpenMP builds)
+            return in_fresh_thread(functools.partial(self._run_all, token_lists), name="kaiyuan-embed")
+
+    def _run_all(self, token_lists: list[list[int]]) -> list[list[float]]:
+        """Decode the inputs in groups that fit one context (at most ``MAX_SEQS`` each)."""
+        out: list[list[float]] = []
+        start = 0
+        while start < len(token_lists):
+            group = [token_lists[start]]
+            used = len(group[0])
+            while (
+                start + len(group) < len(token_lists)
+                and len(group) < MAX_SEQS
+                and used + len(token_lists[start + len(group)]) <= self.n_ctx
+            ):
+                used += len(token_lists[start + len(group)])
+                group.append(token_lists[start + len(group)])
+            out.extend(self._run(group))
+            start += len(group)
         return out
 
     def _run(self, group: list[list[int]]) -> list[list[float]]:

@@ -256,12 +256,14 @@ class Scheduler:
             for job in scheduled:
                 self._fail(job, error)
             return
-        for job in scheduled:
-            if job.out_index >= 0:
-                index, job.out_index = job.out_index, -1
-                self._on_logits(job, index)
+        sampled = [
+            job for job in scheduled if job.out_index >= 0
+        ]  # prompt chunks without logits emit nothing
+        for job in sampled:
+            index, job.out_index = job.out_index, -1
+            self._on_logits(job, index)
         # one event-loop wake-up for the whole step's tokens (finished handles woke on finish)
-        GenerationHandle.wake_all(job.handle for job in scheduled)
+        GenerationHandle.wake_all(job.handle for job in sampled)
 
     def _choose_group(self, ready: list[Job]) -> tuple[str, ...]:
         """The adapter set whose sequences run this step; sets take turns of ``ADAPTER_TURN_STEPS`` steps.

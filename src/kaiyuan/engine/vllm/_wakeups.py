@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import threading
 
-from kaiyuan.engine._handle import set_events
+from kaiyuan.engine._handle import wake_events
 
 __all__ = ["StepWaker"]
 
@@ -27,7 +27,7 @@ class StepWaker:
     def __init__(self, loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
         self._loop = loop
         self._thread = thread
-        self._pending: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
+        self._pending: dict[asyncio.Event, asyncio.AbstractEventLoop] = {}  # each consumer's event once
         self._scheduled = False
 
     def wake(self, consumer: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
@@ -35,9 +35,7 @@ class StepWaker:
             with contextlib.suppress(RuntimeError):  # the consumer's loop is closed: it is gone
                 consumer.call_soon_threadsafe(event.set)
             return
-        events = self._pending.setdefault(consumer, [])
-        if event not in events:
-            events.append(event)
+        self._pending[event] = consumer
         if not self._scheduled:
             # Callbacks queued now run after every task already woken in this pass: the other requests'
             # tokens of the same step are pushed first.
@@ -47,6 +45,4 @@ class StepWaker:
     def _flush(self) -> None:
         self._scheduled = False
         pending, self._pending = self._pending, {}
-        for consumer, events in pending.items():
-            with contextlib.suppress(RuntimeError):
-                consumer.call_soon_threadsafe(set_events, events)
+        wake_events((consumer, event) for event, consumer in pending.items())
