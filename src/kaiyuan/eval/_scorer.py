@@ -51,22 +51,16 @@ class Scorer:
         self.batch = Batch(n_ctx)
 
     def _context(self) -> Any:
-        params = lib.llama_context_default_params()
-        params.n_ctx = self.n_ctx
-        params.n_batch = self.n_ctx  # one window per decode call
-        params.n_ubatch = min(self.n_ctx, MAX_UBATCH)
-        params.n_seq_max = 1
-        params.n_threads = self.n_threads
-        params.n_threads_batch = self.n_threads
-        params.embeddings = False
-        params.no_perf = True
-        ctx = lib.llama_init_from_model(self.model.ptr, params)
-        if not ctx:
-            raise EngineError(
-                f"llama.cpp could not create a context of {self.n_ctx} tokens for "
-                f"{os.path.basename(self.model.path)}; lower --ctx (not enough memory?)"
-            )
-        return ctx
+        return self.model.new_context(
+            n_ctx=self.n_ctx,
+            n_batch=self.n_ctx,  # one window per decode call
+            n_ubatch=min(self.n_ctx, MAX_UBATCH),
+            n_seq_max=1,
+            n_threads=self.n_threads,
+            embeddings=False,
+            failure=f"llama.cpp could not create a context of {self.n_ctx} tokens for "
+            f"{os.path.basename(self.model.path)}; lower --ctx (not enough memory?)",
+        )
 
     def _apply_adapters(self, paths: list[str]) -> None:
         """LoRA adapters applied at scale 1 to every window (an adapter model is scored as it is served)."""

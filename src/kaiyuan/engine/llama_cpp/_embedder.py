@@ -40,23 +40,17 @@ class Embedder:
         self.batch = Batch(n_ctx)
 
     def _context(self, n_threads: int, pooling: int) -> Any:
-        params = lib.llama_context_default_params()
-        params.n_ctx = self.n_ctx
-        params.n_batch = self.n_ctx
-        params.n_ubatch = self.n_ctx  # pooled embeddings need a whole text in one micro-batch
-        params.n_seq_max = MAX_SEQS
-        params.n_threads = n_threads
-        params.n_threads_batch = n_threads
-        params.embeddings = True
-        params.pooling_type = pooling
-        params.kv_unified = True
-        params.no_perf = True
-        ctx = lib.llama_init_from_model(self.model.ptr, params)
-        if not ctx:
-            raise EngineError(
-                "llama.cpp could not create an embedding context for this model (out of memory?)"
-            )
-        return ctx
+        return self.model.new_context(
+            n_ctx=self.n_ctx,
+            n_batch=self.n_ctx,
+            n_ubatch=self.n_ctx,  # pooled embeddings need a whole text in one micro-batch
+            n_seq_max=MAX_SEQS,
+            n_threads=n_threads,
+            embeddings=True,
+            pooling_type=pooling,
+            kv_unified=True,
+            failure="llama.cpp could not create an embedding context for this model (out of memory?)",
+        )
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         token_lists = [self.model.tokenize(t, add_special=True, parse_special=False) for t in texts]

@@ -129,31 +129,25 @@ class LlamaCppEngine:
                 lambda: probe_flash_attn(self.model, n_threads=self.n_threads, n_parallel=n_parallel),
                 name="kaiyuan-flash-probe",
             )
-        except (RuntimeError, MemoryError) as exc:  # the probe is an optimisation: never fail a load over it
+        except (EngineError, RuntimeError) as exc:  # the probe is an optimisation: never fail a load over it
             log.warning("flash attention probe failed (%s); letting llama.cpp choose", exc)
             return "auto"
         log.info("%s", self.flash_probe.describe())
         return "on" if self.flash_probe.enabled else "off"
 
     def _context(self, n_ctx: int, n_parallel: int, n_batch: int, flash_attn: str, kv_unified: bool) -> Any:
-        params = lib.llama_context_default_params()
-        params.n_ctx = n_ctx * n_parallel
-        params.n_batch = max(n_batch, n_parallel)
-        params.n_ubatch = max(n_batch, n_parallel)
-        params.n_seq_max = n_parallel
-        params.n_threads = self.n_threads
-        params.n_threads_batch = self.n_threads
-        params.flash_attn_type = FLASH_ATTN[flash_attn]
-        params.kv_unified = kv_unified
-        params.no_perf = True
-        params.embeddings = False
-        ctx = lib.llama_init_from_model(self.model.ptr, params)
-        if not ctx:
-            raise EngineError(
-                f"llama.cpp could not create a context of {n_parallel} x {n_ctx} tokens for "
-                f"{os.path.basename(self.model_path)}; lower --ctx or --parallel (not enough memory?)"
-            )
-        return ctx
+        return self.model.new_context(
+            n_ctx=n_ctx * n_parallel,
+            n_batch=max(n_batch, n_parallel),
+            n_ubatch=max(n_batch, n_parallel),
+            n_seq_max=n_parallel,
+            n_threads=self.n_threads,
+            flash_attn_type=FLASH_ATTN[flash_attn],
+            kv_unified=kv_unified,
+            embeddings=False,
+            failure=f"llama.cpp could not create a context of {n_parallel} x {n_ctx} tokens for "
+            f"{os.path.basename(self.model_path)}; lower --ctx or --parallel (not enough memory?)",
+        )
 
     # -- vocabulary --------------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:

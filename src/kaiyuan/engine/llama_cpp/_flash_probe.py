@@ -62,16 +62,15 @@ class _ProbeContext:
     """A small context with ``seqs`` sequences, filled to a common depth, that times one-token decode steps."""
 
     def __init__(self, model: Model, *, flash: bool, seqs: int, depth: int, n_threads: int) -> None:
-        params = lib.llama_context_default_params()
-        params.n_ctx = (depth + STEPS * ROUNDS + 8) * seqs
-        params.n_batch = params.n_ubatch = max(PROBE_CHUNK, seqs)
-        params.n_seq_max = seqs
-        params.n_threads = params.n_threads_batch = n_threads
-        params.flash_attn_type = 1 if flash else 0
-        params.no_perf = True
-        self.ctx: Any = lib.llama_init_from_model(model.ptr, params)
-        if not self.ctx:
-            raise MemoryError("llama.cpp could not create the flash-attention probe context")
+        self.ctx: Any = model.new_context(
+            n_ctx=(depth + STEPS * ROUNDS + 8) * seqs,
+            n_batch=max(PROBE_CHUNK, seqs),
+            n_ubatch=max(PROBE_CHUNK, seqs),
+            n_seq_max=seqs,
+            n_threads=n_threads,
+            flash_attn_type=1 if flash else 0,
+            failure="llama.cpp could not create the flash-attention probe context",
+        )
         self.mem = lib.llama_get_memory(self.ctx)
         self.batch = Batch(max(PROBE_CHUNK, seqs))
         self.seqs = seqs

@@ -136,6 +136,35 @@ class Model:
         n = lib.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
         return None if n < 0 else buf.value.decode("utf-8", errors="replace")
 
+    # -- contexts ----------------------------------------------------------------------------------
+    def new_context(
+        self,
+        *,
+        n_ctx: int,
+        n_batch: int,
+        n_ubatch: int,
+        n_seq_max: int,
+        n_threads: int,
+        failure: str,
+        **fields: Any,
+    ) -> Any:
+        """A llama.cpp context on this model (the caller frees it with ``llama_free``): sizes, threads for decode
+        and batches alike, perf counters off, and any other ``llama_context_params`` ``fields`` (flash_attn_type,
+        kv_unified, embeddings, pooling_type …). Raises ``EngineError(failure)`` when llama.cpp refuses."""
+        params = lib.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_ubatch
+        params.n_seq_max = n_seq_max
+        params.n_threads = params.n_threads_batch = n_threads
+        params.no_perf = True
+        for name, value in fields.items():
+            setattr(params, name, value)
+        ctx = lib.llama_init_from_model(self.ptr, params)
+        if not ctx:
+            raise EngineError(failure)
+        return ctx
+
     # -- LoRA adapters -----------------------------------------------------------------------------
     def adapter(self, path: str) -> Any:
         """The loaded adapter for ``path``, loading it on first use (once per model)."""
