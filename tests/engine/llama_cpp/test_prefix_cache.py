@@ -42,6 +42,26 @@ def test_plan_prefers_cached_free_slot_and_lru() -> None:
     assert cache.plan([1, 2, 3, 4], ("adapter.gguf",)).reuse == 0  # KV of another adapter is never reused
 
 
+def test_a_fresh_request_goes_next_to_the_busy_slots() -> None:
+    """Without a cached prefix to reuse, a request takes a free slot next to a busy one (per-sequence KV: each
+    run of consecutive busy sequence ids is its own micro-batch), the least recently used of those."""
+    cache = PrefixCache(4)
+    for first in range(4):  # slots 0..3 used in turn, then free again; slot 0 is the least recently used
+        plan = cache.plan([first + 10, 1, 2])
+        assert plan.slot.seq == first
+        cache.occupy(plan)
+        plan.slot.tokens.extend([first + 10, 1, 2])
+        cache.release(plan.slot)
+    busy = cache.plan([12, 1, 2, 5])
+    assert busy.slot.seq == 2 and busy.reuse == 3
+    cache.occupy(busy)
+    fresh = cache.plan([99, 98])
+    assert fresh.slot.seq == 1  # beside slot 2 and used before slot 3 (slot 0 is older, but stands alone)
+    cache.occupy(fresh)
+    cache.occupy(cache.plan([98]))  # slot 0: it extends the run 1-2 as slot 3 would, and is the older
+    assert cache.plan([97]).slot.seq == 3
+
+
 def test_plan_copies_from_busy_slot() -> None:
     cache = PrefixCache(2, min_copy=4)
     first = cache.plan(list(range(50)))

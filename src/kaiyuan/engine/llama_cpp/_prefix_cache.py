@@ -73,16 +73,24 @@ class PrefixCache:
             return min(common_prefix(slot.tokens, prompt), cap) if slot.adapter == adapter else 0
 
         shared = {id(s): reusable(s) for s in self.slots}
-        lru = min(free, key=lambda s: s.last_used)
+        fresh = min(free, key=lambda s: (self._runs_added(s), s.last_used))
         best_free = max(free, key=lambda s: (shared[id(s)], -s.last_used))
         best_any = max(self.slots, key=lambda s: (shared[id(s)], not s.busy))
         if shared[id(best_free)] == 0:
-            best_free = lru
+            best_free = fresh
         gain = shared[id(best_any)] - shared[id(best_free)]
         if best_any is not best_free and gain >= self.min_copy:
-            # Overwrite the least recently used free slot, keeping the other cached prefixes alive.
-            return Plan(slot=lru, reuse=shared[id(best_any)], copy_from=best_any)
+            return Plan(slot=fresh, reuse=shared[id(best_any)], copy_from=best_any)
         return Plan(slot=best_free, reuse=shared[id(best_free)])
+
+    def _runs_added(self, slot: Slot) -> int:
+        """How many more runs of consecutive busy sequence ids there are once ``slot`` is busy (1, 0 or -1).
+
+        A slot without a useful prefix goes where this is least, then to the least recently used one (keeping
+        the other cached prefixes alive): with per-sequence KV buffers llama.cpp decodes each run as its own
+        micro-batch, so 3 streams in slots 0, 3 and 6 cost about three single-stream steps per token."""
+        neighbours = [self.slots[i] for i in (slot.seq - 1, slot.seq + 1) if 0 <= i < len(self.slots)]
+        return 1 - sum(n.busy for n in neighbours)
 
     def occupy(self, plan: Plan, adapter: tuple[str, ...] = ()) -> None:
         """Record the plan as applied: the slot is busy and holds the reused prefix."""

@@ -229,14 +229,21 @@ class Scheduler:
         group = self._choose_group(ready)
         batch = self.batch
         batch.clear()
-        # Generating sequences first (one or a few tokens each), then prompt chunks with what is left.
-        scheduled: list[Job] = []
+        # Room goes to generating sequences first (one or a few tokens each), then to prompt chunks. The tokens go
+        # into the batch in sequence-id order: with per-sequence KV buffers llama.cpp decodes each run of
+        # consecutive, increasing sequence ids as its own micro-batch (llama_batch_allocr::split_equal), a whole
+        # graph computation each: 8 streams in arrival order decoded 1.25-1.55x slower per step than in id order.
+        chosen: list[tuple[Slot, Job, list[int]]] = []
+        room = batch.free
         for job in sorted((j for j in ready if j.adapter == group), key=lambda j: j.prefilling):
-            if batch.free == 0:
+            if room == 0:
                 break
-            slot = job.slot
-            assert slot is not None
-            take = job.pending[: batch.free]
+            assert job.slot is not None
+            take = job.pending[:room]
+            room -= len(take)
+            chosen.append((job.slot, job, take))
+        scheduled: list[Job] = []
+        for slot, job, take in sorted(chosen, key=lambda c: c[0].seq):
             done = len(take) == len(job.pending)
             job.out_index = batch.add(take, len(slot.tokens), slot.seq, logits_last=done)
             if not done:
