@@ -107,7 +107,15 @@ def paired_ratio(
 def medians(rounds: Sequence[Round]) -> dict[str, dict[str, float | None]]:
     """``{peer: {metric: median over rounds}}``."""
     peers = sorted({p for r in rounds for p in r.get("peers", {})})
-    keys = sorted({k for r in rounds for p in r.get("peers", {}).values() for k in p})
+    keys = sorted(
+        {
+            k
+            for r in rounds
+            for p in r.get("peers", {}).values()
+            for k, v in p.items()
+            if isinstance(v, int | float)
+        }
+    )
     return {p: {k: median(r.get("peers", {}).get(p, {}).get(k) for r in rounds) for k in keys} for p in peers}
 
 

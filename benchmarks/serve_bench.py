@@ -90,6 +90,7 @@ class Settings:
     latency_runs: int
     ttft_pairs: int
     system_tokens: int
+    stream_context: int
     request_timeout: float
     ready_timeout: float
 
@@ -119,11 +120,22 @@ def system_prompt(tag: str, target_tokens: int, count: Callable[[str], int]) -> 
     return text
 
 
-def story_messages(i: int) -> list[dict[str, str]]:
+def story_messages(i: int, system: str = "You are a helpful assistant.") -> list[dict[str, str]]:
     return [
-        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "system", "content": system},
         {"role": "user", "content": f"Write a long story about a lighthouse keeper called Keeper {i}."},
     ]
+
+
+def context(s: Settings, tag: str, vocab: Vocabulary) -> str:
+    """The concurrent streams' system prompt: short, or with --stream-context N about N tokens that begin with
+    ``tag`` (each stream its own, so no server can reuse another stream's prefill: every stream decodes at that
+    depth)."""
+    return (
+        system_prompt(tag, s.stream_context, vocab.count)
+        if s.stream_context
+        else "You are a helpful assistant."
+    )
 
 
 def question_messages(i: int) -> list[dict[str, str]]:
@@ -183,7 +195,10 @@ async def _single(p: PeerRun, i: int, s: Settings, tag: str, vocab: Vocabulary) 
 
 
 async def _concurrent(p: PeerRun, i: int, s: Settings, tag: str, vocab: Vocabulary) -> None:
-    bodies = [p.body(story_messages(i * s.concurrency + j), s.max_tokens) for j in range(s.concurrency)]
+    bodies = [
+        p.body(story_messages(i * s.concurrency + j, context(s, f"{tag}-s{i}-{j}", vocab)), s.max_tokens)
+        for j in range(s.concurrency)
+    ]
     p.results["concurrent"].append(
         await p.timed("concurrent", client_mod.concurrent_chats(p.http, p.url, bodies))
     )
@@ -351,6 +366,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--system-tokens", type=int, default=1000, help="system prompt length for TTFT (default 1000)"
     )
     p.add_argument(
+        "--stream-context",
+        type=int,
+        default=0,
+        help="give each concurrent stream its own system prompt of about N tokens, so they decode at that depth "
+        "(default 0: a one-line system prompt; decoding cost grows with depth, and flash attention's differently)",
+    )
+    p.add_argument(
         "--peers",
         default=",".join(peers_mod.PEERS),
         help="comma-separated servers to run (default: all three)",
@@ -411,6 +433,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         latency_runs=args.latency_runs,
         ttft_pairs=args.ttft_pairs,
         system_tokens=args.system_tokens,
+        stream_context=args.stream_context,
         request_timeout=args.request_timeout,
         ready_timeout=args.ready_timeout,
     )
@@ -455,6 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "max_tokens": args.max_tokens,
         "concurrency": args.concurrency,
         "system_tokens": args.system_tokens,
+        "stream_context": args.stream_context,
         "quick": args.quick,
         "llama_server_extra": args.llama_server_arg,
         "cpus": os.cpu_count(),
@@ -471,7 +495,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     print(
         f"model {model.name}, threads {args.threads}, ctx/slot {args.ctx}, slots {args.parallel}, rounds {args.rounds}, "
-        f"max_tokens {args.max_tokens}, flash attention {args.flash_attn}; server logs in {log_dir}",
+        f"max_tokens {args.max_tokens}, stream context {args.stream_context or 'short'}, "
+        f"flash attention {args.flash_attn}; server logs in {log_dir}",
         flush=True,
     )
     print(f"CPU: {conditions['cpu']} ({os.cpu_count()} CPUs; {' '.join(conditions['cpu_flags'])})")
