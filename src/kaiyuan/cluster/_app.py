@@ -77,7 +77,7 @@ def replica_options(settings: Settings) -> dict[str, Any]:
             "request_router_class": "kaiyuan.cluster._router:PrefixAffinityRouter",
             "request_routing_stats_period_s": ROUTING_STATS_PERIOD_S,
             "request_routing_stats_timeout_s": 10.0,
-            "request_router_kwargs": {"policy": settings.routing},
+            "request_router_kwargs": {"policy": settings.routing, "slots": settings.parallel},
         },
     }
     if low == high:

@@ -6,9 +6,15 @@ has room, the replica with the fewest requests in flight, probing queue lengths 
 1. A generation whose prompt shares at least ``min_prefix_tokens`` leading tokens with a prompt recently sent to
    a live replica, or is the very same prompt (the ``n`` choices of one call), goes to that replica first — its
    prefix cache holds those tokens, so it skips their prefill — unless that replica has ``max_imbalance`` more
-   requests in flight than the least busy one.
-2. Otherwise the replica with the fewest requests in flight (as far as the router's queue-length cache knows;
-   ties broken at random), the others as the fallback rank.
+   requests in flight than the least busy one, or has all its ``slots`` busy while another has one free (a
+   request queued behind a whole answer loses more than its prefill saves).
+2. Otherwise the replica with the fewest requests in flight (ties broken at random), the others as the fallback
+   rank.
+
+Requests in flight are the router's queue-length cache (Ray counts a request when it is sent and when it ends)
+plus the requests this router has chosen a replica for but not yet sent: a burst of requests is routed before
+any is sent, and from the cache alone 16 at once were split 9/7 over two 8-slot replicas, the ninth waiting a
+whole answer for a slot while the other replica had one free.
 
 ``policy="round_robin"`` (``kaiyuan serve --routing round_robin``) takes the replicas in turn instead: the baseline
 the benchmark compares prefix affinity with.
@@ -60,6 +66,7 @@ class PrefixAffinityRouter(RequestRouter):
         max_imbalance: int = 4,
         max_blocks: int = 200_000,
         policy: str = "prefix",
+        slots: int = 0,
         **_: Any,
     ) -> None:
         self._policy = (
@@ -69,7 +76,9 @@ class PrefixAffinityRouter(RequestRouter):
         self._table = PrefixTable(block_tokens=block_tokens, max_blocks=max_blocks)
         self._min_prefix = max(min_prefix_tokens, block_tokens)
         self._max_imbalance = max_imbalance
-        self._intended: dict[str, ReplicaID] = {}
+        self._slots = slots  # sequences each replica decodes at once (kaiyuan serve --parallel); 0: unknown
+        # request id -> (replica chosen, chosen for its prefix), from choose_replicas until the request is routed
+        self._chosen: dict[str, tuple[ReplicaID, bool]] = {}
         self._exact: OrderedDict[int, ReplicaID] = OrderedDict()
         self._lock = threading.Lock()
         self.routed: Counter[str] = Counter()  # "prefix" | "load" -> requests
@@ -79,9 +88,9 @@ class PrefixAffinityRouter(RequestRouter):
         add_router(self)
 
     # -- policy ------------------------------------------------------------------------------------
-    def _in_flight(self, replica: RunningReplica) -> int:
+    def _in_flight(self, replica: RunningReplica, choosing: Counter[ReplicaID]) -> int:
         known = self._replica_queue_len_cache.get(replica.replica_id)
-        return 0 if known is None else int(known)
+        return (0 if known is None else int(known)) + choosing[replica.replica_id]
 
     async def choose_replicas(
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
@@ -95,21 +104,22 @@ class PrefixAffinityRouter(RequestRouter):
             first = ordered[self._turn % len(ordered)]
             return [[first], [r for r in ordered if r is not first]]
         assert pending_request is not None
+        request_id = pending_request.metadata.internal_request_id
         by_id = {r.replica_id: r for r in candidate_replicas}
-        fewest = min(self._in_flight(r) for r in candidate_replicas)
-        least = random.choice([r for r in candidate_replicas if self._in_flight(r) == fewest])
         exact = hash((call.model, tuple(call.prompt)))
         with self._lock:
+            self._chosen.pop(request_id, None)  # chosen again (its replica refused it): count it once
+            choosing = Counter(replica for replica, _ in self._chosen.values())
+            load = {r.replica_id: self._in_flight(r, choosing) for r in candidate_replicas}
             owner: Any = self._exact.get(exact)
             if owner not in by_id:
                 owner, tokens = self._table.match(call.model, call.prompt, by_id.keys())
                 if tokens < self._min_prefix:
                     owner = None
+        fewest = min(load.values())
+        least = random.choice([r for r in candidate_replicas if load[r.replica_id] == fewest])
         preferred = least
-        if (
-            owner is not None
-            and self._in_flight(by_id[owner]) - self._in_flight(least) <= self._max_imbalance
-        ):
+        if owner is not None and self._affinity_pays(load[owner], fewest):
             preferred = by_id[owner]
         with self._lock:
             # The same prompt again (the n choices of one call, a retry) goes where it went: its cache is there,
@@ -119,12 +129,18 @@ class PrefixAffinityRouter(RequestRouter):
             self._exact.move_to_end(exact)
             if len(self._exact) > _MAX_EXACT:
                 self._exact.popitem(last=False)
-            if preferred is not least or owner is not None:
-                if len(self._intended) > _MAX_EXACT:  # requests cancelled before routing never come back
-                    self._intended.clear()
-                self._intended[pending_request.metadata.internal_request_id] = preferred.replica_id
+            if len(self._chosen) > _MAX_EXACT:  # requests cancelled before routing never come back
+                self._chosen.clear()
+            self._chosen[request_id] = (preferred.replica_id, preferred.replica_id == owner)
         others = [r for r in candidate_replicas if r.replica_id != preferred.replica_id]
         return [[preferred], others] if others else [[preferred]]
+
+    def _affinity_pays(self, owner_load: int, fewest: int) -> bool:
+        """Whether a request should go to the replica holding its prefix, given that replica's requests in flight
+        and the fewest any replica has."""
+        if owner_load - fewest > self._max_imbalance:
+            return False
+        return not (self._slots and owner_load >= self._slots > fewest)
 
     def on_request_routed(
         self, pending_request: PendingRequest, replica_id: ReplicaID, result: ReplicaResult
@@ -133,9 +149,11 @@ class PrefixAffinityRouter(RequestRouter):
         if call is None:
             return
         with self._lock:
-            intended = self._intended.pop(pending_request.metadata.internal_request_id, None)
+            intended, by_prefix = self._chosen.pop(
+                pending_request.metadata.internal_request_id, (None, False)
+            )
             policy = "round_robin" if self._policy == "round_robin" else "load"
-            self.routed["prefix" if intended == replica_id else policy] += 1
+            self.routed["prefix" if by_prefix and intended == replica_id else policy] += 1
             self._table.record(call.model, call.prompt, replica_id)
 
     # -- replica set -------------------------------------------------------------------------------
