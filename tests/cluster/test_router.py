@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("ray.serve")
 
-from kaiyuan.cluster._router import PrefixAffinityRouter  # noqa: E402
+from kaiyuan.cluster._router import PrefixAffinityRouter
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ def make_router(*, slots: int = 8) -> tuple[PrefixAffinityRouter, list[FakeRepli
     router = PrefixAffinityRouter.__new__(PrefixAffinityRouter)  # its base needs a running Serve controller
     cache = FakeQueueLengths()
     router._replica_queue_len_cache = cache  # type: ignore[assignment]
+    router._use_replica_queue_len_cache = False  # Ray's own bookkeeping in on_send_request: the fake above
     router.initialize_state(slots=slots)
     return router, [FakeReplica(FakeId("a")), FakeReplica(FakeId("b"))], cache
 
@@ -72,28 +73,42 @@ def test_a_burst_is_spread_evenly_before_any_request_is_sent() -> None:
     """16 short prompts arrive together; none has been sent yet, so Ray's cache knows nothing of them."""
     router, replicas, _ = make_router()
     counts = {replica.replica_id: 0 for replica in replicas}
+    chosen = []
     for n in range(16):
-        counts[choose(router, replicas, pending(n, [n + 1000, 7, 8]))] += 1
+        chosen.append(choose(router, replicas, pending(n, [n + 1000, 7, 8])))
+        counts[chosen[-1]] += 1
         assert max(counts.values()) - min(counts.values()) <= 1, counts
+    for replica_id in chosen:  # sent: from now on Ray's queue-length cache counts them, not the router
+        router.on_send_request(replica_id)  # type: ignore[arg-type]
+    assert sum(router._unsent.values()) == 0
 
 
 def test_the_prefix_owner_gets_the_request_only_while_it_has_a_free_slot() -> None:
     router, replicas, cache = make_router(slots=8)
     a, b = (replica.replica_id for replica in replicas)
-    system = list(range(600))  # a long shared prefix (the router's threshold is 256 tokens)
-    first = pending(0, [*system, 1])
-    owner = choose(router, replicas, first)
-    router.on_request_routed(first, owner, None)  # type: ignore[arg-type]
-    other = b if owner == a else a
 
-    cache.known = {owner: 7, other: 5}  # a free slot left on the owner: the prefix wins
-    assert choose(router, replicas, pending(1, [*system, 2])) == owner
-    router.on_request_routed(pending(1, []), owner, None)  # type: ignore[arg-type]
+    def route(n: int, system: int, known: dict[FakeId, int]) -> FakeId:
+        """Choose for request ``n`` (a 600-token prefix numbered ``system``; the router's threshold is 256
+        tokens) with Ray's cache at ``known``, then send it as Ray does."""
+        cache.known = known
+        request = pending(n, [*range(system * 1000, system * 1000 + 600), n])
+        replica_id = choose(router, replicas, request)
+        router.on_send_request(replica_id)  # type: ignore[arg-type]
+        router.on_request_routed(request, replica_id, None)  # type: ignore[arg-type]
+        return replica_id
 
-    cache.known = {owner: 8, other: 5}  # the owner is full and the other has room: queueing there costs more
-    assert choose(router, replicas, pending(2, [*system, 3])) == other
-    router.on_request_routed(pending(2, []), other, None)  # type: ignore[arg-type]
+    def first_and_other(system: int) -> tuple[FakeId, FakeId]:
+        owner = route(system * 10, system, {})
+        return owner, b if owner == a else a
 
-    cache.known = {owner: 9, other: 8}  # both full: the prefix wins again
-    assert choose(router, replicas, pending(3, [*system, 4])) == owner
-    assert router.routed["prefix"] == 1 and router.routed["load"] == 2
+    owner, other = first_and_other(1)
+    assert route(11, 1, {owner: 7, other: 5}) == owner  # a free slot left on the owner: the prefix wins
+    assert (
+        route(12, 1, {owner: 8, other: 5}) == other
+    )  # the owner is full, the other has room: queueing costs more
+    owner, other = first_and_other(2)
+    assert route(21, 2, {owner: 9, other: 8}) == owner  # both full: the prefix wins
+    owner, other = first_and_other(3)
+    assert route(31, 3, {owner: 4, other: 0}) == owner  # 4 more in flight is within the imbalance allowed
+    assert route(32, 3, {owner: 5, other: 0}) == other
+    assert router.routed["prefix"] == 3 and router.routed["load"] == 5

@@ -12,9 +12,9 @@ has room, the replica with the fewest requests in flight, probing queue lengths 
    rank.
 
 Requests in flight are the router's queue-length cache (Ray counts a request when it is sent and when it ends)
-plus the requests this router has chosen a replica for but not yet sent: a burst of requests is routed before
-any is sent, and from the cache alone 16 at once were split 9/7 over two 8-slot replicas, the ninth waiting a
-whole answer for a slot while the other replica had one free.
+plus the requests this router has chosen a replica for but not yet sent (``on_send_request`` moves them into the
+cache): a burst of requests is routed before any is sent, and from the cache alone 16 at once could be split 9/7
+over two 8-slot replicas, the ninth waiting a whole answer for a slot while the other replica had one free.
 
 ``policy="round_robin"`` (``kaiyuan serve --routing round_robin``) takes the replicas in turn instead: the baseline
 the benchmark compares prefix affinity with.
@@ -79,6 +79,9 @@ class PrefixAffinityRouter(RequestRouter):
         self._slots = slots  # sequences each replica decodes at once (kaiyuan serve --parallel); 0: unknown
         # request id -> (replica chosen, chosen for its prefix), from choose_replicas until the request is routed
         self._chosen: dict[str, tuple[ReplicaID, bool]] = {}
+        self._unsent: Counter[ReplicaID] = (
+            Counter()
+        )  # requests chosen for each replica and not yet sent to it
         self._exact: OrderedDict[int, ReplicaID] = OrderedDict()
         self._lock = threading.Lock()
         self.routed: Counter[str] = Counter()  # "prefix" | "load" -> requests
@@ -88,9 +91,9 @@ class PrefixAffinityRouter(RequestRouter):
         add_router(self)
 
     # -- policy ------------------------------------------------------------------------------------
-    def _in_flight(self, replica: RunningReplica, choosing: Counter[ReplicaID]) -> int:
+    def _in_flight(self, replica: RunningReplica) -> int:
         known = self._replica_queue_len_cache.get(replica.replica_id)
-        return (0 if known is None else int(known)) + choosing[replica.replica_id]
+        return (0 if known is None else int(known)) + self._unsent[replica.replica_id]
 
     async def choose_replicas(
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
@@ -108,9 +111,7 @@ class PrefixAffinityRouter(RequestRouter):
         by_id = {r.replica_id: r for r in candidate_replicas}
         exact = hash((call.model, tuple(call.prompt)))
         with self._lock:
-            self._chosen.pop(request_id, None)  # chosen again (its replica refused it): count it once
-            choosing = Counter(replica for replica, _ in self._chosen.values())
-            load = {r.replica_id: self._in_flight(r, choosing) for r in candidate_replicas}
+            load = {r.replica_id: self._in_flight(r) for r in candidate_replicas}
             owner: Any = self._exact.get(exact)
             if owner not in by_id:
                 owner, tokens = self._table.match(call.model, call.prompt, by_id.keys())
@@ -131,7 +132,9 @@ class PrefixAffinityRouter(RequestRouter):
                 self._exact.popitem(last=False)
             if len(self._chosen) > _MAX_EXACT:  # requests cancelled before routing never come back
                 self._chosen.clear()
+                self._unsent.clear()
             self._chosen[request_id] = (preferred.replica_id, preferred.replica_id == owner)
+            self._unsent[preferred.replica_id] += 1
         others = [r for r in candidate_replicas if r.replica_id != preferred.replica_id]
         return [[preferred], others] if others else [[preferred]]
 
@@ -141,6 +144,12 @@ class PrefixAffinityRouter(RequestRouter):
         if owner_load - fewest > self._max_imbalance:
             return False
         return not (self._slots and owner_load >= self._slots > fewest)
+
+    def on_send_request(self, replica_id: ReplicaID) -> None:
+        super().on_send_request(replica_id)  # Ray's cache counts it from now on
+        with self._lock:
+            if self._unsent[replica_id] > 0:
+                self._unsent[replica_id] -= 1
 
     def on_request_routed(
         self, pending_request: PendingRequest, replica_id: ReplicaID, result: ReplicaResult
