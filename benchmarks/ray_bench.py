@@ -5,6 +5,7 @@ SmolLM2-135M-Instruct Q4_1) with ``--threads 1`` (llama.cpp threads per process 
 
   plain        kaiyuan serve --threads 1 --parallel 16
   ray-1        kaiyuan serve --replicas 1 --threads 1 --parallel 16          (the cost of Ray in the path)
+  ray-1x8      kaiyuan serve --replicas 1 --threads 1 --parallel 8           (one replica like each of ray-2's)
   ray-2        kaiyuan serve --replicas 2 --threads 1 --parallel 8           (16 slots in all)
   ray-2-rr     kaiyuan serve --replicas 2 --threads 1 --parallel 8 --routing round_robin   (TTFT pairs only)
 
@@ -16,10 +17,11 @@ Workloads, over the OpenAI HTTP API (greedy, end-of-generation tokens banned so 
                  question (warm), --ttft-pairs times; on 2 replicas with prefix routing vs round robin (which
                  sends each warm request to the other replica)
 
-plain, ray-1 and ray-2 run side by side: all three are started (one after the other), then each 16-stream run goes round them (the
+plain, ray-1, ray-1x8 and ray-2 run side by side: all are started (one after the other), then each 16-stream run goes round them (the
 order rotates), so a busy minute on a shared machine hits all of them alike; ray-2-rr runs after them, alone.
 
-Printed: the table and the ratios against the issue's targets (2 replicas >= 1.7x one replica's aggregate rate;
+Printed: the CPU, the table and the ratios against the issue's targets (2 replicas >= 1.7x one replica's aggregate
+rate, and against one replica of the same size: batching 16 sequences on one core is more tokens per core than 8;
 Ray with one replica >= 0.9x plain; prefix routing's warm TTFT <= 0.1x round robin's). Two replicas can
 only beat one where there are cores for both: on a machine whose cores are busy with other work the ratio says
 so. Results also go to benchmarks/results/ray_bench-<time>.json.
@@ -48,6 +50,7 @@ import httpx
 if __package__ in (None, ""):  # run as a script: make "benchmarks" importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._machine import cpu_info, git_commit
 from benchmarks.serve_bench import Vocabulary, story_messages, system_prompt
 
 from benchmarks import _serve_client as client_mod
@@ -58,6 +61,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SERVERS: dict[str, list[str]] = {
     "plain": ["--parallel", "16"],
     "ray-1": ["--replicas", "1", "--parallel", "16"],
+    "ray-1x8": ["--replicas", "1", "--parallel", "8"],
     "ray-2": ["--replicas", "2", "--parallel", "8"],
     "ray-2-rr": ["--replicas", "2", "--parallel", "8", "--routing", "round_robin"],
 }
@@ -175,6 +179,9 @@ def report(rows: dict[str, dict[str, Any]]) -> list[str]:
     robin = _median(rows.get("ray-2-rr", {}).get("ttft", {}).get("warm", []))
     lines.append("")
     lines.append(f"2 replicas / 1 replica (target >= 1.7x):        {ratio(rate('ray-2'), rate('ray-1'))}")
+    lines.append(
+        f"2 replicas / 1 replica of the same size (8 slots): {ratio(rate('ray-2'), rate('ray-1x8'))}"
+    )
     lines.append(f"2 replicas / plain:                             {ratio(rate('ray-2'), rate('plain'))}")
     lines.append(f"Ray, 1 replica / plain (target >= 0.9x):        {ratio(rate('ray-1'), rate('plain'))}")
     lines.append(f"warm TTFT, prefix routing / round robin (target <= 0.1x): {ratio(prefix, robin)}")
@@ -195,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--servers", default=",".join(SERVERS), help="comma-separated subset of " + ", ".join(SERVERS)
     )
     args = parser.parse_args(argv)
+    cpu = cpu_info()
+    print(f"CPU: {cpu.describe()}; llama.cpp threads per process/replica: 1", file=sys.stderr)
     vocab = Vocabulary(peers_mod.bundled_model())
     log_dir = peers_mod.make_log_dir()
     print(f"logs in {log_dir}", file=sys.stderr)
@@ -203,10 +212,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "ray-2-rr" in names:
         rows.update(measure(["ray-2-rr"], args, vocab, log_dir))
     lines = report(rows)
+    print(f"CPU: {cpu.describe()}")
     print("\n".join(lines))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"ray_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    conditions = {"cpus": os.cpu_count(), "machine": platform.machine(), "args": vars(args)}
+    conditions = {
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "cpu": cpu.model,
+        "cpu_flags": list(cpu.flags),
+        "commit": git_commit(),
+        "args": vars(args),
+    }
     out.write_text(json.dumps({"conditions": conditions, "rows": rows, "table": lines}, indent=2))
     print(f"results: {out}", file=sys.stderr)
     return 0
