@@ -70,7 +70,8 @@ class ReplicaEngine:
         self._loop = loop
         self._replica_stats = replica_stats
         self._max_in_flight = max_in_flight
-        self._in_flight = 0
+        self._in_flight = 0  # submitted and not finished
+        self._streaming = 0  # of those, the ones a replica has streamed a token for: decoding for sure
         self._lock = threading.Lock()
         self._vocab = load_vocabulary(manifest.model_path)
         self.model_path = str(manifest.model_path)
@@ -122,40 +123,50 @@ class ReplicaEngine:
         from ray.exceptions import RayError
 
         attempt = 0
-        while True:
-            stream = self._handle.options(stream=True).generate.remote(call)
-            streamed = False
-            try:
-                async for batch in stream:
-                    for item in batch:
-                        if isinstance(item, StreamEnd):
-                            handle.cached_tokens = item.cached_tokens
-                            handle.finish(item.finish_reason, item.error())
-                            return
-                        handle.push(item)
-                        streamed = True
-                raise EngineError("the replica ended the stream without saying why")
-            except asyncio.CancelledError:
-                stream.cancel()
-                handle.finish("cancelled")
-                raise
-            except RayError as exc:
-                if not streamed and attempt < RETRIES:
-                    attempt += 1
-                    await asyncio.sleep(_RETRY_PAUSE_S)
-                    continue
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                handle.finish(
-                    "stop",
-                    EngineError(
-                        f"the replica serving this request stopped ({type(exc).__name__}: {reason[:200]}); "
-                        "the answer is cut short, send the request again"
-                    ),
-                )
-                return
-            except EngineError as exc:
-                handle.finish("stop", exc)
-                return
+        streamed = False
+        try:
+            while True:
+                stream = self._handle.options(stream=True).generate.remote(call)
+                try:
+                    async for batch in stream:
+                        for item in batch:
+                            if isinstance(item, StreamEnd):
+                                handle.cached_tokens = item.cached_tokens
+                                handle.finish(item.finish_reason, item.error())
+                                return
+                            if not streamed:
+                                streamed = True
+                                self._count_streaming(+1)
+                            handle.push(item)
+                    raise EngineError("the replica ended the stream without saying why")
+                except asyncio.CancelledError:
+                    stream.cancel()
+                    handle.finish("cancelled")
+                    raise
+                except RayError as exc:
+                    if not streamed and attempt < RETRIES:
+                        attempt += 1
+                        await asyncio.sleep(_RETRY_PAUSE_S)
+                        continue
+                    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    handle.finish(
+                        "stop",
+                        EngineError(
+                            f"the replica serving this request stopped ({type(exc).__name__}: {reason[:200]}); "
+                            "the answer is cut short, send the request again"
+                        ),
+                    )
+                    return
+                except EngineError as exc:
+                    handle.finish("stop", exc)
+                    return
+        finally:
+            if streamed:
+                self._count_streaming(-1)
+
+    def _count_streaming(self, step: int) -> None:
+        with self._lock:
+            self._streaming += step
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Embeddings from a replica (called from a worker thread, as the routes do)."""
@@ -163,12 +174,17 @@ class ReplicaEngine:
         return result
 
     def stats(self) -> EngineStats:
-        """This model's running/waiting summed over the replicas, and the replicas' totals for the rest."""
+        """This model's running/waiting from the requests in flight here, and the replicas' totals for the rest.
+
+        The replicas report their figures once a second, so their running/waiting lag what a client just did (a
+        stream it reads, a stream it dropped) by a second or two; a single server's do not. What this front has
+        in flight is exact at once: those a replica streams tokens for are decoding, and of the rest as many as
+        the replicas last reported queued are waiting, the others prefilling (running)."""
         total = EngineStats()
+        reported_waiting = 0
         for figures in self._replica_stats():
             own = figures.get("models", {}).get(self._key, {})
-            total.running += int(own.get("running", 0))
-            total.waiting += int(own.get("waiting", 0))
+            reported_waiting += int(own.get("waiting", 0))
             for name in (
                 "slots",
                 "kv_used_cells",
@@ -179,6 +195,10 @@ class ReplicaEngine:
                 setattr(total, name, getattr(total, name) + int(figures.get(name, 0)))
             total.prompt_tokens += int(figures.get("prompt_tokens", 0))
             total.generated_tokens += int(figures.get("generated_tokens", 0))
+        with self._lock:
+            in_flight, streaming = self._in_flight, self._streaming
+        total.waiting = min(reported_waiting, in_flight - streaming)
+        total.running = in_flight - total.waiting
         return total
 
     def close(self) -> None:
