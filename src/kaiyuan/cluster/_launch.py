@@ -27,6 +27,7 @@ from ray._private import ray_constants
 
 from kaiyuan.cluster._app import APP_NAME, front_runtime, replica_bounds, replica_deployment
 from kaiyuan.cluster._drain import DrainGate, DrainingServer
+from kaiyuan.cluster._flash_choices import end_flash_choices
 from kaiyuan.cluster._front_engine import EventLoopThread
 from kaiyuan.cluster._model_files import BLOB_SOURCE_NAME, BLOB_SOURCE_NAMESPACE, BlobSource
 from kaiyuan.config import Settings, default_threads
@@ -168,6 +169,7 @@ class ServeCluster:
         try:
             if self.joined:
                 serve.delete(APP_NAME)
+                end_flash_choices(BLOB_SOURCE_NAMESPACE)
             else:
                 serve.shutdown()
         except Exception:  # the cluster may already be gone; shutting down must not fail on it

@@ -6,7 +6,9 @@ cache. It receives ``ReplicaCall``s — token ids already rendered and tokenized
 batches of ``TokenEvent`` ending with one ``StreamEnd``. It loads the models named at deploy time before it
 reports ready, and any other model on its first call; beyond ``max_loaded`` the least recently used idle engine
 closes. Model files come from the store in the replica's ``KAIYUAN_HOME`` (a shared path on a multi-node
-cluster), or are copied, sha256-verified, from the head's store (``_model_files``).
+cluster), or are copied, sha256-verified, from the head's store (``_model_files``). With ``flash_attn = auto``
+every replica runs a model file with the same flash-attention setting, measured by the first to load it
+(``_flash_choices``), so an answer does not depend on the replica.
 
 Ray reads three methods: ``check_health`` (every engine answers), ``record_routing_stats`` (the figures the
 router and the front's ``/metrics`` see) and ``__del__`` (close the engines). Must not know HTTP, templates or
@@ -25,8 +27,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import ray
+
 from kaiyuan.cluster._calls import ReplicaCall, StreamEnd
-from kaiyuan.cluster._model_files import ensure_model_files
+from kaiyuan.cluster._flash_choices import flash_choices
+from kaiyuan.cluster._model_files import BLOB_SOURCE_NAMESPACE, ensure_model_files
 from kaiyuan.config import Settings
 from kaiyuan.engine import Engine, EngineStats, GenerationRequest, TokenEvent
 from kaiyuan.errors import KaiyuanError
@@ -70,13 +75,35 @@ class ModelReplica:
             if found is not None:
                 return found
             local = ensure_model_files(manifest, self._settings)
-            engine = default_engine_factory(local, self._settings)
+            engine = self._start_engine(key, local)
             loaded = _Loaded(engine, manifest.full_name)
             with self._lock:
                 self._engines[key] = loaded
             log.info("replica %d loaded %s", os.getpid(), manifest.full_name)
             self._evict_beyond_limit()
             return loaded
+
+    def _start_engine(self, key: str, local: Manifest) -> Engine:
+        """The model's engine; with ``flash_attn = auto``, on the deployment's one choice for this model file
+        (``_flash_choices``): measured here if this replica is the first to load it."""
+        if self._settings.flash_attn != "auto":
+            return default_engine_factory(local, self._settings)
+        choices = flash_choices(BLOB_SOURCE_NAMESPACE)
+        # what the measurement depends on besides the file (the actor may outlive a deployment on a joined cluster)
+        choice_key = f"{key} threads={self._settings.threads} parallel={self._settings.parallel}"
+        chosen = ray.get(choices.claim.remote(choice_key))
+        if chosen is not None:
+            return default_engine_factory(local, replace(self._settings, flash_attn=chosen))
+        try:
+            engine = default_engine_factory(local, self._settings)
+        except BaseException:
+            choices.release.remote(choice_key)
+            raise
+        # the llama.cpp engine's measurement; none on a GPU or another engine, where "auto" means no measuring
+        # (and where the probe failed, the others measure for themselves)
+        probe = getattr(engine, "flash_probe", None)
+        choices.record.remote(choice_key, "auto" if probe is None else "on" if probe.enabled else "off")
+        return engine
 
     def _evict_beyond_limit(self) -> None:
         with self._lock:
