@@ -1,5 +1,8 @@
 """Helpers for the cluster tests: a real ``kaiyuan serve --replicas N`` process (its own local Ray cluster on
-127.0.0.1, one llama.cpp thread per replica), its ``/metrics`` parsed, and a teardown that leaves no Ray process."""
+127.0.0.1, one llama.cpp thread per replica), its ``/metrics`` parsed, and a teardown that leaves no Ray process.
+
+``ClusterServer`` is the OpenAI-SDK suite's ``Server`` (``client()``, ``metric()``, ``home``, ``proc``) plus the
+cluster's own views, so that suite's test bodies run against the replicas unchanged."""
 
 from __future__ import annotations
 
@@ -15,17 +18,13 @@ from pathlib import Path
 
 import httpx
 import psutil
-from tests.server.test_openai_sdk_integration import free_port
+from tests.server.test_openai_sdk_integration import Server, free_port
 
 START_TIMEOUT_S = 300  # a local Ray cluster plus replicas on 2 busy cores
 
 
 @dataclass
-class ClusterServer:
-    url: str
-    proc: subprocess.Popen[str]
-    home: Path
-
+class ClusterServer(Server):
     def log(self) -> str:
         return (self.home / "serve.log").read_text()
 
@@ -54,16 +53,21 @@ class ClusterServer:
         return out
 
 
-def start_cluster_server(home: Path, *args: str) -> Iterator[ClusterServer]:
-    """``kaiyuan serve --replicas … ARGS`` in ``home``; stopped with SIGTERM (drain) at the end, killed with its
-    whole process tree if it does not stop."""
+def start_cluster_server(
+    home: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[ClusterServer]:
+    """``kaiyuan serve --replicas … ARGS`` in ``home`` (with ``env`` added to a clean environment); stopped with
+    SIGTERM (drain) at the end, killed with its whole process tree if it does not stop."""
     home.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAIYUAN_", "OPENAI_", "RAY_"))}
-    env.update(KAIYUAN_HOME=str(home), KAIYUAN_THREADS="1")
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("KAIYUAN_", "OPENAI_", "OLLAMA_", "RAY_"))
+    }
+    clean.update(env or {})
+    clean.update(KAIYUAN_HOME=str(home), KAIYUAN_THREADS="1")
     port = free_port()
     cmd = [sys.executable, "-m", "kaiyuan", "serve", "--port", str(port), "--threads", "1", *args]
     log = (home / "serve.log").open("w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, env=clean, stdout=log, stderr=subprocess.STDOUT, text=True)
     server = ClusterServer(f"http://127.0.0.1:{port}", proc, home)
     try:
         deadline = time.time() + START_TIMEOUT_S

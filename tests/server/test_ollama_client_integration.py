@@ -5,6 +5,7 @@ local hub stand-in), copy, delete, keep_alive and errors — streamed and not.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -49,24 +50,35 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
+def hub_with_tiny(tiny_gguf_factory: Callable[..., Path]) -> Iterator[HubStandIn]:
+    """The local hub stand-in serving ``library/tiny`` (a random-weight GGUF with Qwen's chat template), which
+    ``test_pull_copy_delete_and_keep_alive`` pulls."""
+    tiny = tiny_gguf_factory(
+        license={"id": "apache-2.0"}, chat_template=template_text("Qwen-Qwen2.5-7B-Instruct"), name="Tiny"
+    ).read_bytes()
+    with HubStandIn() as hub:
+        hub.add_ollama("library/tiny", "latest", [("model", tiny), ("params", b'{"stop": ["<|im_end|>"]}')])
+        yield hub
+
+
+def hub_env(hub: HubStandIn) -> dict[str, str]:
+    """The settings that send a server's pulls to ``hub`` instead of the real registries."""
+    return {
+        "KAIYUAN_OLLAMA_REGISTRY": hub.url,
+        "KAIYUAN_HF_ENDPOINT": hub.url,
+        "KAIYUAN_MODELSCOPE_ENDPOINT": hub.url,
+    }
+
+
 @pytest.fixture(scope="module")
 def server(
     tmp_path_factory: pytest.TempPathFactory, tiny_gguf_factory: Callable[..., Path]
 ) -> Iterator[Server]:
-    tiny = tiny_gguf_factory(
-        license={"id": "apache-2.0"}, chat_template=template_text("Qwen-Qwen2.5-7B-Instruct"), name="Tiny"
-    ).read_bytes()
     home = tmp_path_factory.mktemp("ollama-serve-home")
-    with HubStandIn() as hub:
-        hub.add_ollama("library/tiny", "latest", [("model", tiny), ("params", b'{"stop": ["<|im_end|>"]}')])
+    with hub_with_tiny(tiny_gguf_factory) as hub:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KAIYUAN_", "OLLAMA_"))}
-        env.update(
-            KAIYUAN_HOME=str(home),
-            KAIYUAN_THREADS="1",
-            KAIYUAN_OLLAMA_REGISTRY=hub.url,
-            KAIYUAN_HF_ENDPOINT=hub.url,
-            KAIYUAN_MODELSCOPE_ENDPOINT=hub.url,
-        )
+        env.update(KAIYUAN_HOME=str(home), KAIYUAN_THREADS="1", **hub_env(hub))
         port = _free_port()
         cmd = [
             sys.executable,
