@@ -82,11 +82,12 @@ def test_bounds_that_do_not_hold_are_one_line() -> None:
 
 
 def test_settings_come_from_kaiyuan_toml_and_the_environment(kaiyuan_home, monkeypatch) -> None:
-    (kaiyuan_home / "kaiyuan.toml").write_text('[server]\nreplicas = 3\nrouting = "round_robin"\n')
+    (kaiyuan_home / "kaiyuan.toml").write_text('[server]\nreplicas = 3\nrouting = "round_robin"\nparallel = 6\n')
     monkeypatch.setenv("KAIYUAN_MAX_REPLICAS", "5")
     result = CliRunner().invoke(cli, ["serve", "--print-config"])
     assert result.exit_code == 0, result.output
     (replicas, _) = _validated(result.output)["applications"][0]["deployments"]
     assert replicas["autoscaling_config"]["initial_replicas"] == 3
     assert replicas["autoscaling_config"]["max_replicas"] == 5
-    assert replicas["request_router_config"]["request_router_kwargs"] == {"policy": "round_robin"}
+    # the router sends a request to its prefix's replica only while that replica has one of its 6 slots free
+    assert replicas["request_router_config"]["request_router_kwargs"] == {"policy": "round_robin", "slots": 6}
