@@ -82,7 +82,9 @@ def test_bounds_that_do_not_hold_are_one_line() -> None:
 
 
 def test_settings_come_from_kaiyuan_toml_and_the_environment(kaiyuan_home, monkeypatch) -> None:
-    (kaiyuan_home / "kaiyuan.toml").write_text('[server]\nreplicas = 3\nrouting = "round_robin"\nparallel = 6\n')
+    (kaiyuan_home / "kaiyuan.toml").write_text(
+        '[server]\nreplicas = 3\nrouting = "round_robin"\nparallel = 6\n'
+    )
     monkeypatch.setenv("KAIYUAN_MAX_REPLICAS", "5")
     result = CliRunner().invoke(cli, ["serve", "--print-config"])
     assert result.exit_code == 0, result.output
