@@ -207,7 +207,8 @@ def test_ratios_are_paired_within_rounds_then_medianed() -> None:
     assert report.median([None, 3.0, None, 1.0]) == 2.0
     assert report.median([None]) is None
     two = [_round({"single_tps": 80, "errors": []}, {"single_tps": 90}), _round({"single_tps": 100}, {})]
-    assert report.medians(two)["kaiyuan"] == {"single_tps": 90}  # an even count of rounds; lists are not figures
+    # an even number of rounds (a median of two is a mean), and lists are not figures
+    assert report.medians(two)["kaiyuan"] == {"single_tps": 90}
 
 
 def test_verdicts_met_missed_and_not_measured() -> None:
