@@ -234,6 +234,16 @@ def test_verdicts_met_missed_and_not_measured() -> None:
 # -- peers ---------------------------------------------------------------------------------------------------
 
 
+def test_batched_bench_gets_the_servers_per_slot_context() -> None:
+    cfg = peers.PeerConfig(Path("/m/x.gguf"), threads=2, ctx_per_slot=2048, parallel=8)
+    argv = peers.batched_bench_argv(cfg, 128, 128, [1, 8])
+    assert argv[argv.index("-c") + 1] == str(8 * 2048)  # 8 buffers of 2048 cells, as the servers' 8 slots
+    assert argv[argv.index("-npl") + 1] == "1,8" and argv[argv.index("-t") + 1] == "2"
+    short = peers.PeerConfig(Path("/m/x.gguf"), threads=2, ctx_per_slot=128, parallel=8)
+    small = peers.batched_bench_argv(short, 128, 128, [8])
+    assert small[small.index("-c") + 1] == str(8 * 256)  # never less than a sequence needs
+
+
 def test_batched_bench_jsonl_parsing() -> None:
     out = "\n".join(
         [
