@@ -112,3 +112,15 @@ def test_the_prefix_owner_gets_the_request_only_while_it_has_a_free_slot() -> No
     assert route(31, 3, {owner: 4, other: 0}) == owner  # 4 more in flight is within the imbalance allowed
     assert route(32, 3, {owner: 5, other: 0}) == other
     assert router.routed["prefix"] == 3 and router.routed["load"] == 5
+
+
+def test_an_unload_call_goes_to_the_replica_it_names() -> None:
+    from kaiyuan.cluster._calls import UnloadCall
+
+    router, replicas, _ = make_router()
+    for name in ("a", "b"):
+        request = FakePending([UnloadCall("digest", name)], FakeMetadata(f"unload-{name}"))
+        ranks = asyncio.run(router.choose_replicas(replicas, request))  # type: ignore[arg-type]
+        assert [[r.replica_id.unique_id for r in rank] for rank in ranks] == [[name]]
+    gone = FakePending([UnloadCall("digest", "c")], FakeMetadata("unload-c"))  # died since: no replica at all
+    assert asyncio.run(router.choose_replicas(replicas, gone)) == [[]]  # type: ignore[arg-type]

@@ -248,3 +248,30 @@ def test_failover_when_a_replica_process_dies(server: ClusterServer) -> None:
         raise AssertionError(f"no replacement replica: {server.replica_pids()}")
     assert server.metrics()["kaiyuan_replicas_lost_total"][""] >= 1
     assert httpx.get(server.url + "/health", timeout=10).status_code == 200
+
+
+# -- unloading -------------------------------------------------------------------------------------------------
+
+
+def test_keep_alive_zero_frees_the_models_on_every_replica(server: ClusterServer) -> None:
+    """As on one server, ``keep_alive: 0`` unloads a model: the replicas close its engine too (their memory is
+    freed), and the next request loads it again."""
+    assert httpx.post(server.url + "/api/generate", json={"model": MODEL, "prompt": "Hi", "stream": False,
+                      "options": {"num_predict": 2}}, timeout=120).status_code == 200  # fmt: skip
+    assert all(n >= 1 for n in server.per_replica("kaiyuan_replica_models_loaded").values())
+    for model in httpx.get(server.url + "/api/ps", timeout=10).json()["models"]:
+        unload = httpx.post(
+            server.url + "/api/generate", json={"model": model["name"], "keep_alive": 0}, timeout=60
+        )
+        assert unload.status_code == 200 and unload.json()["done_reason"] == "unload", unload.text
+    assert httpx.get(server.url + "/api/ps", timeout=10).json()["models"] == []
+
+    deadline = time.time() + 60  # the replicas report every second
+    while time.time() < deadline:
+        loaded = server.per_replica("kaiyuan_replica_models_loaded")
+        if len(loaded) == 2 and not any(loaded.values()):
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"model files still loaded on the replicas: {loaded}")
+    assert _one_stream(server, 200) == "ok"  # loaded again on first use

@@ -121,6 +121,9 @@ def front_runtime(
     def replica_stats() -> list[dict[str, Any]]:
         return [view.stats for router in routers(app_name) for view in router.replica_views()]
 
+    def replica_ids() -> list[str]:
+        return [view.replica_id for router in routers(app_name) for view in router.replica_views()]
+
     def engine_factory(manifest: Manifest, settings: Settings) -> ReplicaEngine:
         if on_model is not None:
             on_model(manifest)
@@ -131,6 +134,7 @@ def front_runtime(
             max_in_flight=high * (settings.parallel + settings.max_queue),
             loop=loop,
             replica_stats=replica_stats,
+            replica_ids=replica_ids,
         )
 
     runtime = Runtime.from_settings(settings, engine_factory=engine_factory)

@@ -1,5 +1,5 @@
 """What travels between the front and a model replica: a ``ReplicaCall`` in, batches of ``TokenEvent`` and one
-``StreamEnd`` out. Plain dataclasses, pickled by Ray.
+``StreamEnd`` out; an ``UnloadCall`` when the front stops serving a model file. Plain dataclasses, pickled by Ray.
 
 Errors cross as ``(class name, message)`` and come back as the same ``kaiyuan.errors`` class (so a replica's
 ``Overloaded`` is still a 503 at the front); anything else becomes ``EngineError``. Owns no behaviour beyond that.
@@ -13,7 +13,7 @@ from kaiyuan import errors
 from kaiyuan.engine import GenerationRequest
 from kaiyuan.store import Manifest
 
-__all__ = ["ReplicaCall", "StreamEnd"]
+__all__ = ["ReplicaCall", "StreamEnd", "UnloadCall"]
 
 
 @dataclass
@@ -29,6 +29,15 @@ class ReplicaCall:
     def prompt(self) -> list[int]:
         """The prompt token ids (what the router matches prefixes on)."""
         return self.request.prompt
+
+
+@dataclass
+class UnloadCall:
+    """Close the engine of one model file on one replica (``replica``: its Ray Serve id, which the router routes
+    to): the front no longer serves any model of that file (``keep_alive: 0``, ``/api/delete``, its own limit)."""
+
+    model: str  # key of the engine on the replica: the model file's digest
+    replica: str
 
 
 @dataclass

@@ -9,7 +9,9 @@ with ``Overloaded`` beyond ``max_in_flight``, and sends a ``ReplicaCall`` throug
 
 Failures: a replica that dies before the first token is retried on another (up to ``RETRIES`` times: nothing was
 streamed, so nothing repeats); one that dies mid-stream ends the stream with an ``EngineError`` that says so —
-never a hang. Cancelling the handle cancels the call on the replica, which frees its slot.
+never a hang. Cancelling the handle cancels the call on the replica, which frees its slot. ``close`` (the front
+serves no model of this file any more: ``keep_alive: 0``, ``/api/delete``, its own ``--max-loaded``) sends an
+``UnloadCall`` to each live replica, so their engines free the memory as one server's would.
 
 Must not know HTTP, templates or routing policy.
 """
@@ -18,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from kaiyuan.cluster._calls import ReplicaCall, StreamEnd
+from kaiyuan.cluster._calls import ReplicaCall, StreamEnd, UnloadCall
 from kaiyuan.cluster._vocabulary import load_vocabulary
 from kaiyuan.engine import EngineStats, GenerationHandle, GenerationRequest
 from kaiyuan.engine._admission import check_request
@@ -31,8 +34,11 @@ from kaiyuan.store import Manifest
 
 __all__ = ["RETRIES", "EventLoopThread", "ReplicaEngine"]
 
+log = logging.getLogger(__name__)
+
 RETRIES = 2
 _RETRY_PAUSE_S = 0.5
+UNLOAD_TIMEOUT_S = 30.0  # per replica: one that died meanwhile is never routed to, the call is given up
 
 
 class EventLoopThread:
@@ -63,8 +69,10 @@ class ReplicaEngine:
         max_in_flight: int,
         loop: EventLoopThread,
         replica_stats: Callable[[], list[dict[str, Any]]],
+        replica_ids: Callable[[], list[str]] = list,
     ) -> None:
         self._handle = handle
+        self._replica_ids = replica_ids
         self._manifest = manifest
         self._key = manifest.blob.digest
         self._loop = loop
@@ -203,3 +211,16 @@ class ReplicaEngine:
 
     def close(self) -> None:
         self._vocab.close()
+        if self._loop.loop.is_running():  # not when the server is stopping: the replicas go with the cluster
+            self._loop.submit(self._unload_everywhere(self._replica_ids()))
+
+    async def _unload_everywhere(self, replicas: list[str]) -> None:
+        for replica in replicas:
+            response = None
+            try:
+                response = self._handle.unload.remote(UnloadCall(self._key, replica))
+                await asyncio.wait_for(response, UNLOAD_TIMEOUT_S)
+            except Exception as exc:  # a replica gone or stopping: its memory goes with it
+                if response is not None:
+                    response.cancel()
+                log.debug("unload of %s on replica %s: %s", self.model_path, replica, exc)

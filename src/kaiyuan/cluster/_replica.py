@@ -11,7 +11,8 @@ every replica runs a model file with the same flash-attention setting, measured 
 (``_flash_choices``), so an answer does not depend on the replica.
 
 Ray reads three methods: ``check_health`` (every engine answers), ``record_routing_stats`` (the figures the
-router and the front's ``/metrics`` see) and ``__del__`` (close the engines). Must not know HTTP, templates or
+router and the front's ``/metrics`` see) and ``__del__`` (close the engines). The front calls ``generate``,
+``embed`` and ``unload`` (when it stops serving a model file, sent to each replica in turn). Must not know HTTP, templates or
 routing policy.
 """
 
@@ -29,7 +30,7 @@ from typing import Any
 
 import ray
 
-from kaiyuan.cluster._calls import ReplicaCall, StreamEnd
+from kaiyuan.cluster._calls import ReplicaCall, StreamEnd, UnloadCall
 from kaiyuan.cluster._flash_choices import flash_choices
 from kaiyuan.cluster._model_files import BLOB_SOURCE_NAMESPACE, ensure_model_files
 from kaiyuan.config import Settings
@@ -188,6 +189,18 @@ class ModelReplica:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
             self._release(loaded)
+
+    async def unload(self, call: UnloadCall) -> bool:
+        """Close the engine of ``call.model`` if this replica holds it idle (the front serves no model of that
+        file any more); one still generating is left to the ``max_loaded`` limit. True when it closed."""
+        with self._lock:
+            loaded = self._engines.get(call.model)
+            if loaded is None or loaded.in_flight:
+                return False
+            del self._engines[call.model]
+        await asyncio.to_thread(loaded.engine.close)
+        log.info("replica %d unloaded %s", os.getpid(), loaded.name)
+        return True
 
     async def embed(self, model: str, manifest: Manifest, texts: list[str]) -> list[list[float]]:
         """Embeddings of ``texts`` with the model's engine."""

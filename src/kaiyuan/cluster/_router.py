@@ -98,6 +98,9 @@ class PrefixAffinityRouter(RequestRouter):
     async def choose_replicas(
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
     ) -> list[list[RunningReplica]]:
+        target = _target_of(pending_request)
+        if target is not None:  # an UnloadCall: its own replica, wherever it stands in the queues
+            return [[r for r in candidate_replicas if r.replica_id.unique_id == target]]
         call = _call_of(pending_request)
         if call is None or not candidate_replicas:
             return [candidate_replicas]
@@ -196,3 +199,12 @@ def _call_of(pending_request: PendingRequest | None) -> Any:
         return None
     call = pending_request.args[0]
     return call if hasattr(call, "prompt") and hasattr(call, "model") else None
+
+
+def _target_of(pending_request: PendingRequest | None) -> str | None:
+    """The replica an ``UnloadCall`` names, or None for every other call."""
+    if pending_request is None or not pending_request.args:
+        return None
+    call = pending_request.args[0]
+    target = getattr(call, "replica", None)
+    return target if isinstance(target, str) and not hasattr(call, "prompt") else None
