@@ -14,6 +14,7 @@ import pytest
 
 from kaiyuan.cluster._calls import ReplicaCall, StreamEnd
 from kaiyuan.cluster._front_engine import EventLoopThread, ReplicaEngine
+from kaiyuan.cluster._router import ReplicaView
 from kaiyuan.config import load_settings
 from kaiyuan.engine import GenerationRequest, TokenEvent
 from kaiyuan.store import ModelStore
@@ -77,7 +78,12 @@ def test_running_and_waiting_are_the_requests_in_flight_here(
     handle = _Handle()
     reported: list[dict[str, Any]] = []  # what the replicas last said: nothing yet
     engine = ReplicaEngine(
-        handle, manifest, n_ctx=1024, max_in_flight=8, loop=loop, replica_stats=lambda: reported
+        handle,
+        manifest,
+        n_ctx=1024,
+        max_in_flight=8,
+        loop=loop,
+        replicas=lambda: [ReplicaView(f"r{i}", stats, None) for i, stats in enumerate(reported)],
     )
     try:
         first = engine.submit(GenerationRequest(prompt=[1, 2, 3]))

@@ -29,7 +29,7 @@ from kaiyuan.cluster._front_engine import EventLoopThread, ReplicaEngine
 from kaiyuan.cluster._metrics import ClusterCollector
 from kaiyuan.cluster._registry import routers
 from kaiyuan.cluster._replica import ModelReplica
-from kaiyuan.cluster._router import PrefixAffinityRouter
+from kaiyuan.cluster._router import PrefixAffinityRouter, ReplicaView
 from kaiyuan.config import Settings, load_settings
 from kaiyuan.errors import ConfigError
 from kaiyuan.store import Manifest
@@ -118,11 +118,8 @@ def front_runtime(
 
     _, _, high = replica_bounds(settings)
 
-    def replica_stats() -> list[dict[str, Any]]:
-        return [view.stats for router in routers(app_name) for view in router.replica_views()]
-
-    def replica_ids() -> list[str]:
-        return [view.replica_id for router in routers(app_name) for view in router.replica_views()]
+    def replicas() -> list[ReplicaView]:
+        return [view for router in routers(app_name) for view in router.replica_views()]
 
     def engine_factory(manifest: Manifest, settings: Settings) -> ReplicaEngine:
         if on_model is not None:
@@ -133,8 +130,7 @@ def front_runtime(
             n_ctx=settings.ctx,
             max_in_flight=high * (settings.parallel + settings.max_queue),
             loop=loop,
-            replica_stats=replica_stats,
-            replica_ids=replica_ids,
+            replicas=replicas,
         )
 
     runtime = Runtime.from_settings(settings, engine_factory=engine_factory)

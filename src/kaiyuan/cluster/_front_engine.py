@@ -23,7 +23,7 @@ import concurrent.futures
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kaiyuan.cluster._calls import ReplicaCall, StreamEnd, UnloadCall
 from kaiyuan.cluster._vocabulary import load_vocabulary
@@ -31,6 +31,9 @@ from kaiyuan.engine import EngineStats, GenerationHandle, GenerationRequest
 from kaiyuan.engine._admission import check_request
 from kaiyuan.errors import EngineError, Overloaded
 from kaiyuan.store import Manifest
+
+if TYPE_CHECKING:
+    from kaiyuan.cluster._router import ReplicaView
 
 __all__ = ["RETRIES", "EventLoopThread", "ReplicaEngine"]
 
@@ -68,15 +71,13 @@ class ReplicaEngine:
         n_ctx: int,
         max_in_flight: int,
         loop: EventLoopThread,
-        replica_stats: Callable[[], list[dict[str, Any]]],
-        replica_ids: Callable[[], list[str]] = list,
+        replicas: Callable[[], list[ReplicaView]],
     ) -> None:
         self._handle = handle
-        self._replica_ids = replica_ids
         self._manifest = manifest
         self._key = manifest.blob.digest
         self._loop = loop
-        self._replica_stats = replica_stats
+        self._replicas = replicas  # the live replicas and the figures each last reported
         self._max_in_flight = max_in_flight
         self._in_flight = 0  # submitted and not finished
         self._streaming = 0  # of those, the ones a replica has streamed a token for: decoding for sure
@@ -190,7 +191,7 @@ class ReplicaEngine:
         the replicas last reported queued are waiting, the others prefilling (running)."""
         total = EngineStats()
         reported_waiting = 0
-        for figures in self._replica_stats():
+        for figures in (view.stats for view in self._replicas()):
             own = figures.get("models", {}).get(self._key, {})
             reported_waiting += int(own.get("waiting", 0))
             for name in (
@@ -211,8 +212,8 @@ class ReplicaEngine:
 
     def close(self) -> None:
         self._vocab.close()
-        if self._loop.loop.is_running():  # not when the server is stopping: the replicas go with the cluster
-            self._loop.submit(self._unload_everywhere(self._replica_ids()))
+        if self._loop.loop.is_running():  # once the cluster's loop has stopped, the replicas are gone with it
+            self._loop.submit(self._unload_everywhere([view.replica_id for view in self._replicas()]))
 
     async def _unload_everywhere(self, replicas: list[str]) -> None:
         for replica in replicas:

@@ -12,8 +12,8 @@ every replica runs a model file with the same flash-attention setting, measured 
 
 Ray reads three methods: ``check_health`` (every engine answers), ``record_routing_stats`` (the figures the
 router and the front's ``/metrics`` see) and ``__del__`` (close the engines). The front calls ``generate``,
-``embed`` and ``unload`` (when it stops serving a model file, sent to each replica in turn). Must not know HTTP, templates or
-routing policy.
+``embed`` and ``unload`` (when it stops serving a model file, sent to each replica in turn). Must not know HTTP,
+templates or routing policy.
 """
 
 from __future__ import annotations

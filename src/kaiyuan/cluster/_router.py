@@ -79,9 +79,8 @@ class PrefixAffinityRouter(RequestRouter):
         self._slots = slots  # sequences each replica decodes at once (kaiyuan serve --parallel); 0: unknown
         # request id -> (replica chosen, chosen for its prefix), from choose_replicas until the request is routed
         self._chosen: dict[str, tuple[ReplicaID, bool]] = {}
-        self._unsent: Counter[ReplicaID] = (
-            Counter()
-        )  # requests chosen for each replica and not yet sent to it
+        # requests chosen for each replica and not yet sent to it (``on_send_request`` hands them to Ray's cache)
+        self._unsent: Counter[ReplicaID] = Counter()
         self._exact: OrderedDict[int, ReplicaID] = OrderedDict()
         self._lock = threading.Lock()
         self.routed: Counter[str] = Counter()  # "prefix" | "load" -> requests
@@ -206,5 +205,5 @@ def _target_of(pending_request: PendingRequest | None) -> str | None:
     if pending_request is None or not pending_request.args:
         return None
     call = pending_request.args[0]
-    target = getattr(call, "replica", None)
-    return target if isinstance(target, str) and not hasattr(call, "prompt") else None
+    target = getattr(call, "replica", None)  # a ReplicaCall has none
+    return target if isinstance(target, str) else None
