@@ -120,7 +120,10 @@ def system_prompt(tag: str, target_tokens: int, count: Callable[[str], int]) -> 
     return text
 
 
-def story_messages(i: int, system: str = "You are a helpful assistant.") -> list[dict[str, str]]:
+SHORT_SYSTEM = "You are a helpful assistant."
+
+
+def story_messages(i: int, system: str = SHORT_SYSTEM) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": system},
         {"role": "user", "content": f"Write a long story about a lighthouse keeper called Keeper {i}."},
@@ -131,16 +134,12 @@ def context(s: Settings, tag: str, vocab: Vocabulary) -> str:
     """The concurrent streams' system prompt: short, or with --stream-context N about N tokens that begin with
     ``tag`` (each stream its own, so no server can reuse another stream's prefill: every stream decodes at that
     depth)."""
-    return (
-        system_prompt(tag, s.stream_context, vocab.count)
-        if s.stream_context
-        else "You are a helpful assistant."
-    )
+    return system_prompt(tag, s.stream_context, vocab.count) if s.stream_context else SHORT_SYSTEM
 
 
 def question_messages(i: int) -> list[dict[str, str]]:
     return [
-        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "system", "content": SHORT_SYSTEM},
         {"role": "user", "content": f"Question {i}: what is the capital of France?"},
     ]
 
