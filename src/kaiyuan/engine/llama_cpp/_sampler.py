@@ -1,11 +1,18 @@
 """Per-request sampling: a llama.cpp sampler chain built from ``SamplingParams``, and logprobs from raw logits.
 
-Chain order (llama.cpp's own): logit bias → penalties → grammar → top-k → top-p → min-p → temperature → dist.
+Chain order (llama.cpp's own): logit bias → penalties → (grammar) → top-k → top-p → min-p → temperature → dist.
 Temperature 0 (or below) is greedy: the argmax after bias, penalties and grammar. Penalties see the generated
 tokens only (the last 64), as in vLLM's presence/frequency penalties. ``grammar_after`` makes the grammar lazy:
 llama.cpp's grammar sampler waits until the trigger text has been generated, then constrains what follows
 (the grammar is fed the trigger itself through a wrapping rule, then at most ``_TRIGGER_WS`` whitespace
 characters, then the root rule).
+
+A grammar is checked after the chain, not applied before it (llama.cpp's own rejection sampling, as in
+llama-server): the chain picks from the unconstrained logits and only that token is matched against the grammar;
+only when the grammar rejects it are the logits masked by the grammar and sampled again. Masking means matching
+every vocabulary entry against the grammar (5-10 ms per step with a 49k vocabulary, 3x that with 150k), and the
+batch waits for it; checking one token is free. Greedy picks the same token either way; sampling without top-k,
+top-p or min-p keeps the same distribution (a rejected draw is redrawn from the masked one).
 
 Logprobs are the model's own distribution (log-softmax of the raw logits, before bias, penalties, grammar or
 temperature), like vLLM's default. Knows nothing of batches or slots.
@@ -50,17 +57,24 @@ def _gbnf_literal(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+_CANDIDATE = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
+
+
 @dataclass
 class Sampler:
-    """An owned llama.cpp sampler chain. ``free`` must be called once (the scheduler does it)."""
+    """An owned llama.cpp sampler chain, and the request's grammar sampler kept beside it (``None`` without a
+    grammar). ``free`` must be called once (the scheduler does it)."""
 
     ptr: Any
     greedy: bool
+    grammar: Any = None
+    _candidates: np.ndarray | None = None  # one row per vocabulary entry, reused every step
 
     @classmethod
     def build(cls, model: Model, request: GenerationRequest) -> Sampler:
         s = request.sampling
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        grammar = None
         try:
             if s.logit_bias:
                 items = list(s.logit_bias.items())
@@ -83,8 +97,6 @@ class Sampler:
                         s.presence_penalty,
                     ),
                 )
-            if request.grammar:
-                lib.llama_sampler_chain_add(chain, _grammar(model, request.grammar, request.grammar_after))
             greedy = s.temperature <= 0
             if greedy:
                 lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
@@ -98,23 +110,63 @@ class Sampler:
                 lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(s.temperature))
                 seed = lib.LLAMA_DEFAULT_SEED if s.seed is None else s.seed & 0xFFFFFFFF
                 lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
+            if request.grammar:
+                grammar = _grammar(model, request.grammar, request.grammar_after)
         except BaseException:
             lib.llama_sampler_free(chain)
             raise
-        return cls(chain, greedy)
+        if grammar is None:
+            return cls(chain, greedy)
+        candidates = np.zeros(model.n_vocab, dtype=_CANDIDATE)
+        return cls(chain, greedy, grammar, candidates)
 
     def sample(self, ctx: Any, index: int) -> int:
-        """Pick a token from the logits of batch position ``index`` and record it in the chain."""
-        return int(lib.llama_sampler_sample(self.ptr, ctx, index))
+        """Pick a token from the logits of batch position ``index`` and record it in the chain (and grammar)."""
+        if self.grammar is None:
+            return int(lib.llama_sampler_sample(self.ptr, ctx, index))
+        token = self._pick(ctx, index, masked=False)
+        if not self._grammar_allows(token):
+            token = self._pick(ctx, index, masked=True)
+        self.accept(token)
+        return token
 
     def accept(self, token: int) -> None:
         """Record a token that was not sampled (a forced one) so penalties and grammar see it."""
+        if self.grammar is not None:
+            lib.llama_sampler_accept(self.grammar, token)
         lib.llama_sampler_accept(self.ptr, token)
 
     def free(self) -> None:
         if self.ptr:
             lib.llama_sampler_free(self.ptr)
             self.ptr = None
+        if self.grammar:
+            lib.llama_sampler_free(self.grammar)
+            self.grammar = None
+
+    def _pick(self, ctx: Any, index: int, *, masked: bool) -> int:
+        """Run the chain (after the grammar's mask when ``masked``) over the logits of ``index``; the token."""
+        assert self._candidates is not None
+        rows = self._candidates
+        n_vocab = len(rows)
+        rows["id"] = np.arange(n_vocab, dtype=np.int32)  # the chain sorts and truncates the rows in place
+        rows["logit"] = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, index), shape=(n_vocab,))
+        rows["p"] = 0.0
+        array = lib.llama_token_data_array(
+            rows.ctypes.data_as(ctypes.POINTER(lib.llama_token_data)), n_vocab, -1, False
+        )
+        if masked:
+            lib.llama_sampler_apply(self.grammar, ctypes.byref(array))
+        lib.llama_sampler_apply(self.ptr, ctypes.byref(array))
+        if array.selected < 0:
+            raise RuntimeError("llama.cpp's sampler chain selected no token")
+        return int(array.data[array.selected].id)
+
+    def _grammar_allows(self, token: int) -> bool:
+        one = lib.llama_token_data(token, 1.0, 0.0)
+        array = lib.llama_token_data_array(ctypes.pointer(one), 1, -1, False)
+        lib.llama_sampler_apply(self.grammar, ctypes.byref(array))
+        return bool(np.isfinite(array.data[0].logit))
 
 
 def _grammar(model: Model, grammar: str, after: str | None) -> Any:
