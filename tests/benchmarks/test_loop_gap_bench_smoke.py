@@ -1,5 +1,5 @@
-"""benchmarks/loop_gap_bench.py end to end, one round: the three cases run against a real ``kaiyuan serve``, the
-arriving requests (plain and json_schema) are all answered, and the report prints its ratio. No timing is
+"""benchmarks/loop_gap_bench.py end to end, one round: the five cases run against a real ``kaiyuan serve``, the
+arriving requests (plain and json_schema, cold and warm) are all answered, and the report prints its ratios. No timing is
 asserted: the figures depend on the machine."""
 
 from __future__ import annotations
@@ -26,5 +26,6 @@ def test_one_round_runs_and_reports() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert "errors:" not in done.stdout, done.stdout  # every arriving request was answered
     rows = {line.split("|")[1].strip() for line in done.stdout.splitlines() if line.startswith("| ")}
-    assert {"alone", "plain", "schema"} <= rows, done.stdout
+    assert {"alone", "plain", "schema", "long", "warm"} <= rows, done.stdout
     assert re.search(r"p99 schema / plain: \d+\.\d\dx", done.stdout)
+    assert re.search(r"p50 warm / long: \d+\.\d\dx", done.stdout)
