@@ -91,6 +91,7 @@ class Settings:
     max_replicas: int | None = None  # autoscaling upper bound (count); None = replicas
     ray_address: str | None = None  # Ray cluster to join (host:port); None = start a local one
     drain_timeout: int = 30  # seconds SIGTERM waits for in-flight requests before stopping
+    scale_up_delay: int = 30  # seconds of high load before autoscaling adds a replica (Ray Serve's default)
     scale_down_delay: int = (
         600  # seconds of low load before autoscaling removes a replica (Ray Serve's default)
     )
@@ -157,6 +158,7 @@ _FIELD_TYPES: dict[str, type] = {
     "max_replicas": int,
     "ray_address": str,
     "drain_timeout": int,
+    "scale_up_delay": int,
     "scale_down_delay": int,
     "routing": str,
     "engine": str,

@@ -1,5 +1,6 @@
 """Autoscaling bounds: ``kaiyuan serve --replicas 1 --min-replicas 1 --max-replicas 2`` starts one replica, Ray
-Serve adds the second when more requests are in flight than one replica's target (``--parallel``), and with
+Serve adds the second when more requests are in flight than one replica's target (``--parallel``) for
+``--scale-up-delay 2`` seconds, and with
 ``--scale-down-delay 5`` removes it again once the load is gone — a removal, not a replica lost. One cluster for
 both directions: a local Ray cluster on 2 busy cores takes most of a minute to start."""
 
@@ -25,7 +26,7 @@ def test_load_brings_a_second_replica_never_a_third_and_idleness_takes_it_away(t
     servers = start_cluster_server(
         tmp_path / "home",
         "--replicas", "1", "--min-replicas", "1", "--max-replicas", "2", "--parallel", "2",
-        "--scale-down-delay", str(SCALE_DOWN_DELAY_S),
+        "--scale-up-delay", "2", "--scale-down-delay", str(SCALE_DOWN_DELAY_S),
     )  # fmt: skip
     server = next(servers)
     try:

@@ -43,10 +43,22 @@ def test_autoscaling_bounds(monkeypatch) -> None:
     )
     assert result.exit_code == 0, result.output
     (replicas, _) = _validated(result.output)["applications"][0]["deployments"]
-    assert replicas["autoscaling_config"]["downscale_delay_s"] == 600.0  # Ray Serve's own default
+    assert replicas["autoscaling_config"]["downscale_delay_s"] == 600.0  # Ray Serve's own defaults
+    assert replicas["autoscaling_config"]["upscale_delay_s"] == 30.0
     result = CliRunner().invoke(
         cli,
-        ["serve", "--min-replicas", "1", "--max-replicas", "4", "--scale-down-delay", "20", "--print-config"],
+        [
+            "serve",
+            "--min-replicas",
+            "1",
+            "--max-replicas",
+            "4",
+            "--scale-up-delay",
+            "3",
+            "--scale-down-delay",
+            "20",
+            "--print-config",
+        ],
     )
     assert result.exit_code == 0, result.output
     (replicas, _) = _validated(result.output)["applications"][0]["deployments"]
@@ -56,6 +68,7 @@ def test_autoscaling_bounds(monkeypatch) -> None:
         "max_replicas": 4,
         "initial_replicas": 1,
         "target_ongoing_requests": 4,
+        "upscale_delay_s": 3.0,
         "downscale_delay_s": 20.0,
     }
 

@@ -166,6 +166,12 @@ def _configure_logging(settings: Settings) -> None:
     help="With --replicas: seconds SIGTERM waits for requests in flight before stopping (default 30).",
 )
 @click.option(
+    "--scale-up-delay",
+    type=int,
+    default=None,
+    help="With --min-replicas/--max-replicas: seconds of high load before a replica is added (default 30).",
+)
+@click.option(
     "--scale-down-delay",
     type=int,
     default=None,

@@ -88,6 +88,7 @@ def replica_options(settings: Settings) -> dict[str, Any]:
             "max_replicas": high,
             "initial_replicas": initial,
             "target_ongoing_requests": settings.parallel,
+            "upscale_delay_s": float(settings.scale_up_delay),
             "downscale_delay_s": float(settings.scale_down_delay),
         }
     return options

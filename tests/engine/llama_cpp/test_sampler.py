@@ -4,6 +4,7 @@ greedy output is the same as masking first (llama-cpp-python's high-level API as
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pytest
 from tests.engine.conftest import THREADS
@@ -19,17 +20,33 @@ string ::= "\"" [A-Za-z ]{1,12} "\""
 ws ::= [ ]?"""
 
 
+@dataclass
+class Picks:
+    """What the grammar path of the samplers did: rejected picks, and masks of the whole vocabulary."""
+
+    rejected: int = 0
+    whole_masks: int = 0
+    free: int = 0
+
+
 @pytest.fixture
-def masked_picks(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Records, for every pick of a grammar request, whether the grammar had to mask the vocabulary."""
-    seen: list[bool] = []
-    pick = _sampler.Sampler._pick
+def picks(monkeypatch: pytest.MonkeyPatch) -> Picks:
+    seen = Picks()
+    allowed, whole = _sampler.Sampler._pick_allowed, _sampler.Sampler._pick_whole
 
-    def recording(self, ctx, index, *, masked):  # type: ignore[no-untyped-def]
-        seen.append(masked)
-        return pick(self, ctx, index, masked=masked)
+    def pick_allowed(self, adjusted):  # type: ignore[no-untyped-def]
+        seen.rejected += 1
+        return allowed(self, adjusted)
 
-    monkeypatch.setattr(_sampler.Sampler, "_pick", recording)
+    def pick_whole(self, adjusted, *, masked):  # type: ignore[no-untyped-def]
+        if masked:
+            seen.whole_masks += 1
+        else:
+            seen.free += 1
+        return whole(self, adjusted, masked=masked)
+
+    monkeypatch.setattr(_sampler.Sampler, "_pick_allowed", pick_allowed)
+    monkeypatch.setattr(_sampler.Sampler, "_pick_whole", pick_whole)
     return seen
 
 
@@ -43,7 +60,7 @@ def _run(engine, prompt: str, grammar: str, max_tokens: int) -> tuple[list[int],
     return [e.token for e in events], "".join(e.text for e in events)
 
 
-def test_a_grammar_the_model_follows_never_masks(engine, masked_picks: list[bool]) -> None:
+def test_a_grammar_the_model_follows_never_masks(engine, picks: Picks) -> None:
     free = engine.submit(
         GenerationRequest(prompt=engine.tokenize(CHAT.format("Name a fruit.")), sampling=GREEDY, max_tokens=8)
     )
@@ -51,13 +68,30 @@ def test_a_grammar_the_model_follows_never_masks(engine, masked_picks: list[bool
     literal = json.dumps(engine.detokenize(free_tokens))  # a GBNF string literal is a JSON string
     tokens, _ = _run(engine, CHAT.format("Name a fruit."), f"root ::= {literal}", len(free_tokens))
     assert tokens == free_tokens
-    assert masked_picks == [False] * len(free_tokens)  # every pick checked, none masked
+    assert (picks.free, picks.rejected, picks.whole_masks) == (len(free_tokens), 0, 0)  # checked, none masked
 
 
-def test_a_rejected_pick_is_sampled_again_under_the_mask(engine, masked_picks: list[bool]) -> None:
+def test_a_rejected_greedy_pick_is_decided_among_the_highest_candidates(engine, picks: Picks) -> None:
     _, text = _run(engine, CHAT.format("Is the sky green?"), 'root ::= ("yes" | "no") "."', 8)
     assert text in ("yes.", "no.")
-    assert True in masked_picks  # SmolLM2 answers in a sentence: its first pick breaks the grammar
+    assert picks.rejected >= 1  # SmolLM2 answers in a sentence: its first pick breaks the grammar
+    assert picks.whole_masks == 0  # "yes" and "no" are among its 1,024 likeliest tokens
+
+
+def test_sampling_needs_top_k_allowed_candidates_or_masks_the_whole_vocabulary(engine, picks: Picks) -> None:
+    prompt = engine.tokenize(CHAT.format("Is the sky green?"))
+    for top_k, whole in ((0, True), (1, False)):  # without top-k the whole distribution counts
+        picks.whole_masks = 0
+        handle = engine.submit(
+            GenerationRequest(
+                prompt=prompt,
+                sampling=SamplingParams(temperature=0.8, top_k=top_k, seed=3),
+                grammar='root ::= ("yes" | "no") "."',
+                max_tokens=8,
+            )
+        )
+        assert "".join(e.text for e in handle) in ("yes.", "no.")
+        assert (picks.whole_masks > 0) is whole, top_k
 
 
 def test_greedy_with_a_grammar_matches_masking_first(engine, model_path: str) -> None:
