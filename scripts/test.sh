@@ -20,8 +20,15 @@ python3 -m ruff check src tests benchmarks
 python3 -m ruff format --check src tests benchmarks
 python3 -m mypy
 
+# Two pytest-xdist workers by default (KAIYUAN_TEST_WORKERS=0 runs in one process): most tests wait on a server or
+# engine process of their own, so two at a time keep both cores busy. Each module stays on one worker, and the Ray
+# and vLLM modules each form one group (tests/conftest.py).
+WORKERS="${KAIYUAN_TEST_WORKERS:-2}"
+XDIST=()
+if [ "$WORKERS" != "0" ]; then XDIST=(-n "$WORKERS" --dist loadgroup); fi
+
 set +e
-python3 -m pytest "$@"
+python3 -m pytest "${XDIST[@]}" "$@"
 rc=$?
 set -e
 # pytest exit code 5 means "no tests collected" (e.g. a -k filter that matches nothing): not a failure here.

@@ -60,3 +60,20 @@ def kaiyuan_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.setenv("KAIYUAN_FLASH_ATTN", "off")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     yield home
+
+
+# Modules that start a Ray cluster, or a vLLM engine, run one at a time on one pytest-xdist worker: two local Ray
+# clusters would contend for the same ports, and two vLLM engines on 2 cores for everything. Every other module
+# stays whole on one worker too (its module-scoped server or engine is started once).
+_EXCLUSIVE_GROUPS = {
+    "tests/cluster/": "ray",
+    "tests/engine/vllm/": "vllm",
+    "tests/server/test_openai_sdk_vllm.py": "vllm",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        group = next((g for prefix, g in _EXCLUSIVE_GROUPS.items() if module.startswith(prefix)), module)
+        item.add_marker(pytest.mark.xdist_group(group))
