@@ -5,6 +5,7 @@ of lagging by the replicas' once-a-second reports."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -111,3 +112,31 @@ def test_running_and_waiting_are_the_requests_in_flight_here(
         assert handle.streams[1].cancelled  # the replica's call is cancelled too, which frees its slot
     finally:
         engine.close()
+
+
+def test_closing_the_loop_unwinds_what_still_runs_and_refuses_more() -> None:
+    """A task still pending when the loop stops would be destroyed half-way ("coroutine ... was never awaited",
+    an unraisable warning): close cancels it and lets it unwind; later submissions are refused, not lost."""
+    thread = EventLoopThread()
+    unwound: list[str] = []
+    started = threading.Event()
+
+    async def waits_forever() -> None:
+        try:
+            started.set()
+            await asyncio.Event().wait()
+        finally:
+            unwound.append("finally ran")
+
+    future = thread.submit(waits_forever())
+    assert started.wait(5)
+    thread.close()
+    assert unwound == ["finally ran"]
+    assert future.cancelled()
+
+    async def never_runs() -> None:
+        raise AssertionError("submitted after close")
+
+    with pytest.raises(RuntimeError, match="closed"):
+        thread.submit(never_runs())
+    thread.close()  # idempotent

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Sequence
@@ -51,13 +52,38 @@ class EventLoopThread:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="kaiyuan-cluster", daemon=True)
         self._thread.start()
+        self._lock = threading.Lock()
+        self._closed = False
 
     def submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        """Run ``coro`` on the loop. Raises ``RuntimeError`` once ``close`` has begun (the coroutine is closed)."""
+        with self._lock:
+            if self._closed:
+                coro.close()
+                raise RuntimeError("the cluster's event loop is closed")
+            return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def close(self) -> None:
+        """Cancel what still runs on the loop and let it unwind (a task left pending when the loop stops is
+        destroyed half-way, with a warning), then stop the loop; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self.loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(_cancel_other_tasks(), self.loop).result(timeout=5)
+            except (concurrent.futures.TimeoutError, RuntimeError):
+                log.debug("tasks on the cluster's event loop did not unwind in 5 s")
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
+
+
+async def _cancel_other_tasks() -> None:
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class ReplicaEngine:
@@ -119,7 +145,11 @@ class ReplicaEngine:
                 future.cancel()
 
         handle = GenerationHandle(len(request.prompt), on_cancel=cancel)
-        future = self._loop.submit(self._pump(call, handle))
+        try:
+            future = self._loop.submit(self._pump(call, handle))
+        except RuntimeError:
+            self._done()
+            raise EngineError("the server is shutting down; send the request to another one") from None
         future.add_done_callback(lambda _: self._done())
         return handle
 
@@ -212,7 +242,9 @@ class ReplicaEngine:
 
     def close(self) -> None:
         self._vocab.close()
-        if self._loop.loop.is_running():  # once the cluster's loop has stopped, the replicas are gone with it
+        with contextlib.suppress(
+            RuntimeError
+        ):  # the cluster's loop has stopped: the replicas are gone with it
             self._loop.submit(self._unload_everywhere([view.replica_id for view in self._replicas()]))
 
     async def _unload_everywhere(self, replicas: list[str]) -> None:
