@@ -21,6 +21,7 @@ def test_probe_measures_both_settings_at_a_common_depth(model_path: str) -> None
         assert probe.off_ms > 0 and probe.on_ms > 0
         assert probe.seqs == 3 and probe.depth >= 32
         assert probe.enabled == (probe.on_ms <= probe.off_ms)
+        assert probe.spread >= 1.0
         assert probe_flash_attn(model, n_threads=THREADS, n_parallel=3) is probe  # measured once
         wide = probe_flash_attn(model, n_threads=THREADS, n_parallel=64, budget_s=0.5)
         assert wide.seqs == MAX_SEQS  # more slots than the probe decodes at once are not needed to choose
@@ -33,6 +34,13 @@ def test_the_choice_follows_the_faster_median() -> None:
     assert not FlashProbe(off_ms=9.0, on_ms=10.0, depth=384, seqs=8).enabled
     slower = FlashProbe(off_ms=9.0, on_ms=10.0, depth=384, seqs=8)
     assert "flash attention off" in slower.describe() and "10.0 ms on" in slower.describe()
+    assert not slower.busy and "busy" not in slower.describe()
+
+
+def test_steps_that_varied_wildly_say_the_choice_is_a_guess() -> None:
+    busy = FlashProbe(off_ms=1968.8, on_ms=410.1, depth=32, seqs=8, spread=6.3)  # measured beside a test run
+    assert busy.busy
+    assert "cores were busy" in busy.describe() and "--flash-attn on|off" in busy.describe()
 
 
 def test_auto_engine_generates_and_says_what_it_chose(model_path: str) -> None:

@@ -34,6 +34,10 @@ PROBE_CHUNK = 32  # prefill chunk, and the first chunk's time sets the depth the
 MAX_SEQS = 8
 ROUNDS = 4  # alternations of the two settings; each times STEPS decode steps
 STEPS = 2
+# Slowest over fastest step of one setting beyond which the machine was busy while measuring: on a quiet 2-core
+# machine the steps varied up to 1.55x (the first after the prefill is slower); with a test run on the same cores,
+# llama.cpp's threads stalled and steps took 5x longer.
+BUSY_SPREAD = 3.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,12 @@ class FlashProbe:
     on_ms: float
     depth: int
     seqs: int
+    spread: float = 1.0  # slowest over fastest timed step of either setting
+
+    @property
+    def busy(self) -> bool:
+        """The steps varied so much that the figures say more about other work on the cores than the setting."""
+        return self.spread > BUSY_SPREAD
 
     @property
     def enabled(self) -> bool:
@@ -52,9 +62,15 @@ class FlashProbe:
         return self.on_ms <= self.off_ms
 
     def describe(self) -> str:
+        busy = (
+            f"; steps varied {self.spread:.1f}x, so the cores were busy and the choice is a guess: "
+            "pass --flash-attn on|off to decide"
+            if self.busy
+            else ""
+        )
         return (
             f"flash attention {'on' if self.enabled else 'off'} (measured at load: {self.on_ms:.1f} ms on, "
-            f"{self.off_ms:.1f} ms off per step of {self.seqs} tokens at depth {self.depth})"
+            f"{self.off_ms:.1f} ms off per step of {self.seqs} tokens at depth {self.depth}{busy})"
         )
 
 
@@ -145,7 +161,11 @@ def _measure(model: Model, *, n_threads: int, seqs: int, budget_s: float) -> Fla
             if time.perf_counter() > deadline:  # a large model or a busy machine: one round has to do
                 break
         return FlashProbe(
-            off_ms=statistics.median(times[0]), on_ms=statistics.median(times[1]), depth=depth, seqs=seqs
+            off_ms=statistics.median(times[0]),
+            on_ms=statistics.median(times[1]),
+            depth=depth,
+            seqs=seqs,
+            spread=max(max(t) / min(t) for t in times),
         )
     finally:
         for ctx in contexts:
