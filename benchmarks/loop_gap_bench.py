@@ -72,15 +72,14 @@ def arriving_bodies(case: str, model: str, schema: dict[str, Any], round_no: int
             body["max_tokens"] = 8 + 4 * i  # short answers: the arrival (preparation) is what is measured
         if case == "schema":
             variant = {**schema, "description": f"round {round_no} request {i} at {time.time_ns()}"}
-            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "r", "schema": variant}}
+            body["response_format"] = schema_format(variant)
         if case == "warm":
-            body["response_format"] = warm_format(schema)
+            body["response_format"] = schema_format(schema)  # the server compiled it at warm-up
         bodies.append(body)
     return bodies
 
 
-def warm_format(schema: dict[str, Any]) -> dict[str, Any]:
-    """The response format of the warm case: one fixed variant, compiled by the server at warm-up."""
+def schema_format(schema: dict[str, Any]) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}
 
 
@@ -161,7 +160,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 client, url, client_mod.chat_body(spec.model, ARRIVING_QUESTION, 4, [])
             )
             warm_up = client_mod.chat_body(spec.model, ARRIVING_QUESTION, DECODE_TOKENS, [])
-            warm_up["response_format"] = warm_format(schema)
+            warm_up["response_format"] = schema_format(schema)
             await client_mod.complete_chat(client, url, warm_up)
             for r in range(args.rounds):
                 order = CASES[r % len(CASES) :] + CASES[: r % len(CASES)]

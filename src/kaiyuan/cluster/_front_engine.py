@@ -242,9 +242,8 @@ class ReplicaEngine:
 
     def close(self) -> None:
         self._vocab.close()
-        with contextlib.suppress(
-            RuntimeError
-        ):  # the cluster's loop has stopped: the replicas are gone with it
+        # RuntimeError: the cluster's loop has stopped, and the replicas are gone with it
+        with contextlib.suppress(RuntimeError):
             self._loop.submit(self._unload_everywhere([view.replica_id for view in self._replicas()]))
 
     async def _unload_everywhere(self, replicas: list[str]) -> None:

@@ -192,18 +192,17 @@ class PrefixAffinityRouter(RequestRouter):
         return views
 
 
+def _first_arg(pending_request: PendingRequest | None) -> Any:
+    return pending_request.args[0] if pending_request is not None and pending_request.args else None
+
+
 def _call_of(pending_request: PendingRequest | None) -> Any:
     """The ``ReplicaCall`` a pending request carries, or None for other methods (``ready``)."""
-    if pending_request is None or not pending_request.args:
-        return None
-    call = pending_request.args[0]
+    call = _first_arg(pending_request)
     return call if hasattr(call, "prompt") and hasattr(call, "model") else None
 
 
 def _target_of(pending_request: PendingRequest | None) -> str | None:
     """The replica an ``UnloadCall`` names, or None for every other call."""
-    if pending_request is None or not pending_request.args:
-        return None
-    call = pending_request.args[0]
-    target = getattr(call, "replica", None)  # a ReplicaCall has none
+    target = getattr(_first_arg(pending_request), "replica", None)  # a ReplicaCall has none
     return target if isinstance(target, str) else None

@@ -164,10 +164,8 @@ class Sampler:
         """The logits of ``index`` after logit bias and penalties, one per vocabulary entry."""
         assert self._rows is not None
         rows = self._rows
-        rows["id"] = np.arange(len(rows), dtype=np.int32)
-        rows["logit"] = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, index), shape=(len(rows),))
-        rows["p"] = 0.0
-        array = _array_of(rows)
+        logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, index), shape=(len(rows),))
+        array = _candidates(rows, np.arange(len(rows), dtype=np.int32), logits)
         lib.llama_sampler_apply(self.pre, ctypes.byref(array))  # bias and penalties change logits in place
         assert ctypes.addressof(array.data.contents) == rows.ctypes.data
         return rows["logit"].copy()
@@ -186,21 +184,16 @@ class Sampler:
     def _pick_whole(self, adjusted: np.ndarray, *, masked: bool) -> int:
         """Run ``post`` over the whole vocabulary's adjusted logits, after the grammar's mask when ``masked``."""
         assert self._rows is not None
-        rows = self._rows
-        rows["id"] = np.arange(len(rows), dtype=np.int32)
-        rows["logit"] = adjusted
-        rows["p"] = 0.0
-        array = _array_of(rows)
+        # the chain sorts and truncates the rows in place: they are filled again for every pass
+        array = _candidates(self._rows, np.arange(len(adjusted), dtype=np.int32), adjusted)
         if masked:
             lib.llama_sampler_apply(self.grammar, ctypes.byref(array))
         return self._run_post(array)
 
     def _pick_among(self, ids: np.ndarray, logits: np.ndarray, need: int) -> int | None:
         """The grammar judges these candidates; ``post`` picks among them when at least ``need`` are allowed."""
-        rows = np.zeros(len(ids), dtype=_CANDIDATE)
-        rows["id"] = ids
-        rows["logit"] = logits
-        array = _array_of(rows)
+        rows = np.empty(len(ids), dtype=_CANDIDATE)
+        array = _candidates(rows, ids, logits)
         lib.llama_sampler_apply(self.grammar, ctypes.byref(array))
         if int(np.isfinite(rows["logit"]).sum()) < need:
             return None
@@ -219,7 +212,11 @@ class Sampler:
         return bool(np.isfinite(array.data[0].logit))
 
 
-def _array_of(rows: np.ndarray) -> Any:
+def _candidates(rows: np.ndarray, ids: np.ndarray, logits: np.ndarray) -> Any:
+    """``rows`` filled with ``ids`` and their ``logits``, as the llama.cpp array the samplers work on in place."""
+    rows["id"] = ids
+    rows["logit"] = logits
+    rows["p"] = 0.0
     return lib.llama_token_data_array(
         rows.ctypes.data_as(ctypes.POINTER(lib.llama_token_data)), len(rows), -1, False
     )
